@@ -1,0 +1,79 @@
+"""Scheduled-job configuration, the scheduler's own state, and the run history.
+
+``JobRun`` has a unique (job_name, scheduled_for) key: it is what makes a scheduled
+slot run exactly once, whatever duplicate ticks or racing dispatchers do.
+Manual runs have no slot (NULL), and NULLs never collide in a unique key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from schema.base import Base, created_at, intpk
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "canceled")
+FINISHED_STATUSES = ("succeeded", "failed", "skipped", "canceled")
+RUN_TRIGGERS = ("schedule", "catchup", "manual", "message")
+
+
+class ScheduledJobConfig(Base):
+    """An operator's overrides for one job (pgeu): times *or* interval, never both."""
+
+    __tablename__ = "scheduled_job_configs"
+    __table_args__ = (
+        CheckConstraint(
+            "override_times IS NULL OR override_interval_s IS NULL", name="times_xor_interval"
+        ),
+        CheckConstraint(
+            "override_interval_s IS NULL OR override_interval_s > 0", name="interval_positive"
+        ),
+    )
+
+    job_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    notify_on_success: Mapped[bool] = mapped_column(default=False)
+    override_times: Mapped[str | None] = mapped_column(String(400))
+    override_interval_s: Mapped[int | None]
+    # "Reschedule as if just run": interval schedules count from here when set.
+    anchor_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime | None]
+
+
+class SchedulerState(Base):
+    """A single row (id = 1): hold flag and the dispatcher's progress."""
+
+    __tablename__ = "scheduler_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    held: Mapped[bool] = mapped_column(default=False)
+    held_at: Mapped[dt.datetime | None]
+    last_tick_at: Mapped[dt.datetime | None]
+    # Every slot up to (excluding) this instant has been considered by the dispatcher.
+    dispatched_until: Mapped[dt.datetime | None]
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        UniqueConstraint("job_name", "scheduled_for"),
+        Index("ix_job_runs_job_name_queued_at", "job_name", "queued_at"),
+    )
+
+    id: Mapped[intpk]
+    job_name: Mapped[str] = mapped_column(String(100))
+    scheduled_for: Mapped[dt.datetime | None]
+    trigger: Mapped[str] = mapped_column(String(20), default="schedule")
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    queued_at: Mapped[created_at]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    records_processed: Mapped[int] = mapped_column(default=0)
+    output: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))

@@ -1,0 +1,29 @@
+"""One exception hierarchy: callers catch by meaning, never by message text."""
+
+
+class TickworkError(Exception):
+    """Base of every error tickwork raises on purpose."""
+
+
+class ConfigError(TickworkError):
+    """A setting is unknown, missing or malformed. Raised at start-up."""
+
+
+class ScheduleError(TickworkError):
+    """A schedule expression or override cannot be understood."""
+
+
+class UnknownJobError(TickworkError):
+    """A schedule, override or request names a job that is not registered."""
+
+
+class ValidationError(TickworkError):
+    """A message payload or request body does not match its contract."""
+
+
+class ServiceUnavailableError(TickworkError):
+    """The database or the broker cannot be reached."""
+
+
+class MigrationError(TickworkError):
+    """The database schema is not at the revision this code expects."""

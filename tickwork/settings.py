@@ -1,0 +1,204 @@
+"""Typed settings, read once from ``TICKWORK_*`` environment variables.
+
+Every value carries its unit in its name (``time_limit_s``, ``lifetime_minutes``).
+Defaults give the embedded mode: a SQLite file under ``data_dir`` and an in-process
+broker. Anything unknown or malformed stops start-up with one line that names the
+variable and says what was wrong (:class:`tickwork.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tickwork.errors import ConfigError
+
+ENV_PREFIX = "TICKWORK_"
+EMBEDDED_BROKER_URL = "stub://"
+
+
+class Settings(BaseSettings):
+    """All of tickwork's configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    # --- where things live -------------------------------------------------------
+    data_dir: Path = Field(Path(".tickwork"), description="Embedded mode: SQLite file and keys.")
+    database_url: str | None = Field(
+        None, description="postgresql://... or sqlite:///path; unset: SQLite in data_dir."
+    )
+    broker_url: str | None = Field(
+        None, description="amqp://user:pass@host:5672/vhost; unset or stub://: in-process."
+    )
+    queue_prefix: str = Field("", description="Prefix for every queue name (isolation).")
+    fernet_key: SecretStr | None = Field(
+        None, description="Fernet key encrypting OAuth tokens at rest; unset: file in data_dir."
+    )
+
+    # --- workers ---------------------------------------------------------------------
+    worker_processes: int = Field(1, ge=1, le=64)
+    worker_threads: int = Field(8, ge=1, le=256)
+    worker_shutdown_timeout_s: int = Field(
+        30, ge=1, le=3600, description="How long SIGTERM waits for in-flight messages."
+    )
+    max_retries: int = Field(5, ge=0, le=100)
+    min_backoff_ms: int = Field(1_000, ge=1)
+    max_backoff_ms: int = Field(300_000, ge=1)
+    default_time_limit_s: int = Field(600, ge=1)
+    message_age_limit_s: int = Field(86_400, ge=1)
+    max_redeliveries: int = Field(
+        3, ge=1, le=100, description="Deliveries of one message before it is dead-lettered."
+    )
+
+    # --- MetaDeploy-style jobs ----------------------------------------------------------
+    job_time_limit_s: int = Field(3_600, ge=1, description="run_flows time limit (long queue).")
+    short_job_time_limit_s: int = Field(60, ge=1, description="Short queue time limit.")
+    max_queue_length: int = Field(15, ge=1)
+    token_lifetime_minutes: int = Field(10, ge=1)
+    preflight_lifetime_minutes: int = Field(10, ge=1)
+    api_token_expire_after_days: int = Field(30, ge=1)
+    inactive_user_days: int = Field(30, ge=1)
+    exception_retention_days: int = Field(90, ge=1)
+    dead_job_grace_s: int = Field(120, ge=0)
+
+    # --- scheduling ------------------------------------------------------------------
+    run_history_days: int = Field(30, ge=1)
+    cleanup_batch_size: int = Field(5_000, ge=1, le=1_000_000)
+    scheduled_jobs_email: str | None = Field(None, description="Where failure e-mails go.")
+
+    # --- e-mail ------------------------------------------------------------------------
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    mail_from: str = "tickwork@localhost"
+
+    # --- HTTP and metrics ------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    metrics_port: int = Field(9191, ge=0, le=65535, description="0 disables the endpoint.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme.split("+")[0] not in ("postgresql", "postgres", "sqlite"):
+            raise ValueError("must start with postgresql:// or sqlite:///")
+        if scheme.startswith("postgres") and not urlsplit(value).hostname:
+            raise ValueError("has no host name")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None or value in ("", EMBEDDED_BROKER_URL):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError("must start with amqp:// or amqps:// (or be unset for in-process)")
+        if not parts.hostname:
+            raise ValueError("has no host name")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"has a malformed port ({exc})") from None
+        return value
+
+    @field_validator("queue_prefix")
+    @classmethod
+    def _check_queue_prefix(cls, value: str) -> str:
+        if value and not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("fernet_key")
+    @classmethod
+    def _check_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(value.get_secret_value())
+        except (ValueError, TypeError):
+            raise ValueError("is not a valid Fernet key (32 url-safe base64 bytes)") from None
+        return value
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'tickwork.sqlite3').resolve()}"
+        url = self.database_url
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def queue(self, name: str) -> str:
+        """The real queue name for a logical queue (``default``, ``long``...)."""
+        return f"{self.queue_prefix}{name}"
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    value = error.get("input")
+    message = str(error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    shown = "" if isinstance(value, dict) or field in ("fernet_key", "smtp_password") else (
+        f" (got {value!r})"
+    )
+    return f"{_env_name(field)}: {message}{shown}"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``) plus explicit overrides.
+
+    Raises :class:`ConfigError` with one line naming the first bad variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = {_env_name(name) for name in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown setting (known: see `tickwork check --help` or README)"
+        )
+    values: dict[str, Any] = {
+        name: env[_env_name(name)] for name in Settings.model_fields if _env_name(name) in env
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        # model_validate takes exactly these values: the environment is read once, above.
+        return Settings.model_validate(values)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
