@@ -69,6 +69,9 @@ class JobRun(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     queued_at: Mapped[created_at]
+    # Set once the message is on the broker; a queued run without it is re-published
+    # by the next tick (outbox), so a broker outage between commit and send loses nothing.
+    published_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(default=0)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_backoff_ms: int = Field(300_000, ge=1)
     default_time_limit_s: int = Field(600, ge=1)
     message_age_limit_s: int = Field(86_400, ge=1)
+    broker_confirm_delivery: bool = Field(
+        True, description="Wait for RabbitMQ to confirm each publish (slower, never lost)."
+    )
     max_redeliveries: int = Field(
         3, ge=1, le=100, description="Deliveries of one message before it is dead-lettered."
     )

@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('message_id', sa.String(length=64), nullable=True),
     sa.Column('queued_at', schema.base.UTCDateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
+    sa.Column('published_at', schema.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('started_at', schema.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', schema.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),

@@ -1,0 +1,1 @@
+"""What sends work: message contracts, the client API for services, the admin API, the CLI."""

@@ -1,0 +1,48 @@
+"""Wires a process together: settings → database → broker → job actors.
+
+``dramatiq workers.app`` (what ``tickwork worker`` runs) imports this module in each
+worker process; :data:`broker` is then the configured broker with every job bound.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from schema.engine import Database
+from tickwork.settings import Settings, load_settings
+from workers.broker import build_broker
+from workers.registry import bind_jobs
+from workers.runtime import Runtime, get_runtime, set_runtime
+
+
+def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
+    """Build and install the process runtime: database, broker and every job actor."""
+    database = db or Database(settings)
+    broker = build_broker(settings, get_runtime)
+    dramatiq.set_broker(broker)
+    runtime = Runtime(settings=settings, db=database, broker=broker)
+    set_runtime(runtime)
+    bind_jobs(broker, settings)
+    from workers.scheduler.actors import bind_scheduler_actors
+
+    bind_scheduler_actors(broker, settings)
+    return runtime
+
+
+def __getattr__(name: str) -> object:
+    # `dramatiq workers.app` looks up `broker` here; build the runtime on first use.
+    if name == "broker":
+        return get_runtime().broker
+    raise AttributeError(name)
+
+
+def setup() -> None:
+    """Entry point for ``dramatiq workers.app:setup`` (each worker process calls it)."""
+    import logging
+
+    from producers.checks import check_registered_schedules
+
+    settings = load_settings()
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    check_registered_schedules()
+    build_runtime(settings)

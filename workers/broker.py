@@ -1,0 +1,75 @@
+"""One factory for the broker: RabbitMQ for ``amqp://`` URLs, in-process otherwise.
+
+Both get the same middleware stack, configured from settings, so what runs in the
+embedded mode and in unit tests is what runs in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from periodiq import PeriodiqMiddleware
+
+from tickwork.settings import Settings
+from workers.middleware.run_records import RunRecordMiddleware
+from workers.runtime import Runtime
+
+
+def build_middleware(
+    settings: Settings, runtime: Callable[[], Runtime]
+) -> list[Middleware]:
+    """The middleware stack, in order. RunRecord sits just before Retries because
+    after-hooks run in reverse: Retries decides first whether the message failed."""
+    return [
+        AgeLimit(max_age=settings.message_age_limit_s * 1000),
+        TimeLimit(time_limit=settings.default_time_limit_s * 1000),
+        ShutdownNotifications(notify_shutdown=True),
+        Callbacks(),
+        Pipelines(),
+        CurrentMessage(),
+        # Ticks older than a minute are dropped: the next tick covers the gap.
+        PeriodiqMiddleware(skip_delay=60),
+        RunRecordMiddleware(runtime),
+        Retries(
+            max_retries=settings.max_retries,
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+        ),
+    ]
+
+
+def build_broker(settings: Settings, runtime: Callable[[], Runtime]) -> dramatiq.Broker:
+    middleware = build_middleware(settings, runtime)
+    broker: dramatiq.Broker
+    if settings.embedded_broker:
+        broker = StubBroker(middleware=middleware)
+        broker.emit_after("process_boot")
+    else:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(
+            url=settings.broker_url,
+            middleware=middleware,
+            confirm_delivery=settings.broker_confirm_delivery,
+            heartbeat=30,
+        )
+    return broker
+
+
+def run_record_middleware(broker: dramatiq.Broker) -> RunRecordMiddleware:
+    for middleware in broker.middleware:
+        if isinstance(middleware, RunRecordMiddleware):
+            return middleware
+    raise LookupError("broker has no RunRecordMiddleware")

@@ -1,0 +1,3 @@
+"""Built-in jobs. Importing this package declares them all (see workers.registry)."""
+
+from workers.jobs import housekeeping  # noqa: F401

@@ -1,0 +1,64 @@
+"""tickwork's own upkeep: a heartbeat that proves the pipeline end to end, and the
+pruning of old run history."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, func, select
+
+from schema.base import utcnow
+from schema.scheduling import FINISHED_STATUSES, JobRun
+from workers.context import JobResult, RunContext
+from workers.registry import job
+
+
+@job(
+    description="Proves tick → dispatch → worker → run record works; records nothing else.",
+    schedule="* * * * *",
+    time_limit_s=30,
+    max_retries=0,
+)
+def heartbeat(ctx: RunContext) -> JobResult:
+    lag_s = 0.0
+    if ctx.scheduled_for is not None:
+        lag_s = (utcnow() - ctx.scheduled_for).total_seconds()
+    return JobResult(records_processed=0, output=f"alive; started {lag_s:.3f} s after its slot")
+
+
+def _has_old_runs(ctx: RunContext) -> str | None:
+    cutoff = utcnow() - dt.timedelta(days=ctx.settings.run_history_days)
+    with ctx.db.session() as session:
+        found = session.scalar(
+            select(JobRun.id).where(JobRun.finished_at < cutoff).limit(1)
+        )
+    return None if found else "no finished runs older than the history limit"
+
+
+@job(
+    description="Deletes finished run records older than TICKWORK_RUN_HISTORY_DAYS, in batches.",
+    schedule="17 3 * * *",
+    precheck=_has_old_runs,
+)
+def prune_run_history(ctx: RunContext) -> JobResult:
+    cutoff = utcnow() - dt.timedelta(days=ctx.settings.run_history_days)
+    batch = ctx.settings.cleanup_batch_size
+    deleted = 0
+    while True:
+        with ctx.db.session() as session:
+            ids = list(
+                session.scalars(
+                    select(JobRun.id)
+                    .where(JobRun.finished_at < cutoff, JobRun.status.in_(FINISHED_STATUSES))
+                    .order_by(JobRun.id)
+                    .limit(batch)
+                )
+            )
+            if not ids:
+                break
+            result = session.execute(delete(JobRun).where(JobRun.id.in_(ids)))
+            deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    ctx.add_records(deleted)
+    with ctx.db.session() as session:
+        left = session.scalar(select(func.count()).select_from(JobRun))
+    return JobResult(records_processed=deleted, output=f"deleted {deleted}; {left} kept")

@@ -1,0 +1,1 @@
+"""Cross-cutting behaviour of every actor, one middleware per concern."""

@@ -1,0 +1,8 @@
+"""Logical queue names, one per concern. Real names get ``TICKWORK_QUEUE_PREFIX``."""
+
+DEFAULT = "default"  # scheduled maintenance and sync jobs
+SHORT = "short"  # quick user-facing work (preflight, enqueuer), 60 s limit
+LONG = "long"  # installs and scratch orgs, long time limit
+SCHEDULER = "scheduler"  # ticks and dispatch
+
+ALL = (DEFAULT, SHORT, LONG, SCHEDULER)

@@ -1,0 +1,1 @@
+"""The scheduler: schedule parsing, the periodiq tick, exactly-once dispatch, controls."""

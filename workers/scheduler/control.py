@@ -1,0 +1,146 @@
+"""Operator controls (pgeu): run now, enable/disable, overrides, hold and release.
+
+Every control validates fully before it writes: bad input raises a
+:class:`tickwork.errors.TickworkError` subclass and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import dramatiq
+from sqlalchemy import select
+
+from schema.base import utcnow
+from schema.engine import Database
+from schema.scheduling import JobRun, ScheduledJobConfig
+from tickwork.errors import ScheduleError
+from workers.registry import all_jobs, get_job
+from workers.scheduler.dispatcher import floor_minute, insert_run, lock_state
+from workers.scheduler.effective import effective_schedule
+from workers.scheduler.publish import publish_run
+from workers.scheduler.schedules import parse_interval, parse_times
+
+
+def trigger(db: Database, broker: dramatiq.Broker, job_name: str) -> int:
+    """Queue a manual run now; it runs as soon as a worker is free. Returns the run id."""
+    spec = get_job(job_name)
+    with db.session() as session:
+        run_id = insert_run(session, spec.name, None, trigger="manual", status="queued")
+        assert run_id is not None  # NULL slots never conflict
+        run = session.get(JobRun, run_id)
+        assert run is not None
+    publish_run(broker, db, run, spec)
+    return run_id
+
+
+def _config(db_session: object, job_name: str) -> ScheduledJobConfig:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(db_session, Session)
+    config = db_session.get(ScheduledJobConfig, job_name, with_for_update=True)
+    if config is None:
+        config = ScheduledJobConfig(job_name=job_name, enabled=True, notify_on_success=False)
+        db_session.add(config)
+    return config
+
+
+def set_enabled(db: Database, job_name: str, enabled: bool) -> None:
+    get_job(job_name)
+    with db.session() as session:
+        config = _config(session, job_name)
+        config.enabled = enabled
+        config.updated_at = utcnow()
+
+
+def set_notify_on_success(db: Database, job_name: str, notify: bool) -> None:
+    get_job(job_name)
+    with db.session() as session:
+        config = _config(session, job_name)
+        config.notify_on_success = notify
+        config.updated_at = utcnow()
+
+
+def set_schedule_override(
+    db: Database, job_name: str, *, times: str | None = None, interval: str | None = None
+) -> None:
+    """Override a job's schedule with daily times *or* an interval; both is an error.
+
+    Passing neither clears the override (back to the default schedule).
+    """
+    get_job(job_name)
+    if times and interval:
+        raise ScheduleError("give override times or an override interval, not both")
+    normalized_times = None
+    if times:
+        normalized_times = ",".join(
+            t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M") for t in parse_times(times)
+        )
+    interval_s = parse_interval(interval) if interval else None
+    with db.session() as session:
+        config = _config(session, job_name)
+        config.override_times = normalized_times
+        config.override_interval_s = interval_s
+        config.anchor_at = None
+        config.updated_at = utcnow()
+
+
+def hold(db: Database) -> None:
+    """Hold all jobs: ticks keep coming, nothing is dispatched until release."""
+    with db.session() as session:
+        state = lock_state(session)
+        if not state.held:
+            state.held = True
+            state.held_at = utcnow()
+
+
+def release(
+    db: Database,
+    broker: dramatiq.Broker,
+    mode: Literal["run-missed", "reschedule"],
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Release held jobs. ``run-missed``: each job that missed a slot while held runs
+    once now. ``reschedule``: missed slots are dropped and interval jobs count from now,
+    as if they had just run. Returns the names of jobs queued by the release."""
+    if mode not in ("run-missed", "reschedule"):
+        raise ValueError(f"release mode must be 'run-missed' or 'reschedule', not {mode!r}")
+    now = now or utcnow()
+    minute = floor_minute(now)
+    queued: list[tuple[int, str]] = []
+    with db.session() as session:
+        state = lock_state(session)
+        if not state.held:
+            return []
+        since = state.dispatched_until or state.held_at or minute
+        configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
+        for spec in all_jobs().values():
+            effective = effective_schedule(spec, configs.get(spec.name))
+            if effective.schedule is None or not effective.enabled:
+                continue
+            missed = list(effective.schedule.fires_between(since, now))
+            if not missed:
+                continue
+            if mode == "run-missed":
+                run_id = insert_run(session, spec.name, missed[-1], trigger="catchup",
+                                    status="queued")
+                if run_id is not None:
+                    queued.append((run_id, spec.name))
+            elif effective.source != "override times" and spec.schedule and (
+                effective.schedule.kind == "interval"
+            ):
+                config = _config(session, spec.name)
+                config.anchor_at = now.replace(microsecond=0)
+        state.held = False
+        state.held_at = None
+        # The current minute is dispatched by the next tick; everything before is settled.
+        state.dispatched_until = minute - dt.timedelta(seconds=1) if mode == "reschedule" else (
+            now.replace(microsecond=0)
+        )
+    for run_id, _name in queued:
+        with db.session() as session:
+            run = session.get(JobRun, run_id)
+        if run is not None:
+            publish_run(broker, db, run)
+    return [name for _id, name in queued]

@@ -1,0 +1,358 @@
+"""Schedule expressions: what they mean, when they fire, and how to say them in words.
+
+Accepted (each in an IANA time zone, UTC by default):
+
+- 5-field cron, ``@hourly``/``@daily``/``@weekly``/``@monthly``/``@yearly``;
+  Sunday is 0 or 7;
+- 6-field cron with **seconds first**, as Barycenter writes it (``0 30 * * * *`` is
+  hourly at :30:00) — croniter wants seconds last, so the field is moved;
+- intervals: ``10 minutes``, ``2 hours``, ``1 day``, ``90 seconds``, and pgeu's
+  clock notation as ``every MM:SS`` / ``every HH:MM:SS`` (a bare clock is a time of
+  day; the override-interval field takes ``MM:SS`` bare, see :func:`parse_interval`);
+- daily times: ``HH:MM[:SS][,HH:MM[:SS]...]``.
+
+DST rule: each local wall-clock slot fires once. On the fall-back day the repeated
+hour's second pass (``fold=1``) is skipped; on the spring-forward day a time that does
+not exist fires once, at the first instant after the gap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+from tickwork.errors import ScheduleError
+
+UTC = dt.UTC
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_NAMED = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_UNITS_S = {
+    "second": 1, "seconds": 1, "sec": 1, "secs": 1, "s": 1,
+    "minute": 60, "minutes": 60, "min": 60, "mins": 60, "m": 60,
+    "hour": 3600, "hours": 3600, "h": 3600,
+    "day": 86400, "days": 86400, "d": 86400,
+    "week": 604800, "weeks": 604800, "w": 604800,
+}
+_INTERVAL_WORDS = re.compile(r"^(?:every\s+)?(\d+)\s*([a-z]+)$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+_MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+_DAY_NAMES = "sun mon tue wed thu fri sat".split()
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"unknown time zone {name!r} (use an IANA name like Europe/Paris)")
+
+
+class Schedule:
+    """A parsed schedule. ``fires_between(a, b)`` yields aware UTC slots in (a, b]."""
+
+    expression: str
+    tz: ZoneInfo
+    kind: str
+
+    def fires_between(self, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+        t = start
+        while True:
+            t = self.next_after(t)
+            if t > end:
+                return
+            yield t
+
+    def next_after(self, t: dt.datetime) -> dt.datetime:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def next_n(self, t: dt.datetime, count: int) -> list[dt.datetime]:
+        out = []
+        for _ in range(count):
+            t = self.next_after(t)
+            out.append(t)
+        return out
+
+    def words(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def nominal_interval_s(self) -> float:
+        """The typical gap between runs (for dead-man's-switch alerts)."""
+        base = dt.datetime(2025, 1, 6, tzinfo=UTC)  # a Monday, no DST in UTC
+        fires = self.next_n(base, 8)
+        gaps = [(b - a).total_seconds() for a, b in zip(fires, fires[1:], strict=False)]
+        return max(gaps) if gaps else 0.0
+
+    def warnings(self) -> list[str]:
+        return []
+
+
+@dataclass
+class CronSchedule(Schedule):
+    expression: str
+    tz: ZoneInfo
+    cron: str = ""  # croniter form: seconds last, when present
+    has_seconds: bool = False
+    kind: str = "cron"
+    fields: list[str] = field(default_factory=list)  # minute hour dom month dow (+ second)
+
+    def next_after(self, t: dt.datetime) -> dt.datetime:
+        local = t.astimezone(self.tz)
+        it = croniter(self.cron, local)
+        while True:
+            try:
+                nxt: dt.datetime = it.get_next(dt.datetime)
+            except CroniterBadDateError:
+                raise ScheduleError(f"{self.expression!r} never fires") from None
+            # Skip the second pass through a repeated (fall-back) hour.
+            if getattr(nxt, "fold", 0) == 1 and _is_ambiguous(nxt):
+                continue
+            utc = nxt.astimezone(UTC)
+            if utc > t:
+                return utc
+
+    def words(self) -> str:
+        return _cron_words(self.fields, self.has_seconds, self.cron)
+
+    def warnings(self) -> list[str]:
+        out = []
+        sec, minute, hour, dom, _month, dow = (
+            ([self.fields[5]] if self.has_seconds else ["0"]) + self.fields[:5]
+        )
+        if minute == "*" and hour == "*" and (dom != "*" or dow != "*"):
+            per_day = 1440 * (60 if sec == "*" else 1)
+            out.append(
+                f"fires every minute all day on the days it matches ({per_day} times a day); "
+                f"did you mean '0 0 {dom} {self.fields[3]} {dow}'?"
+            )
+        elif minute == "*" and hour not in ("*",):
+            out.append("fires every minute during the matching hours; did you mean minute 0?")
+        if self.has_seconds and sec == "*":
+            out.append("fires every second")
+        return out
+
+
+def _is_ambiguous(local: dt.datetime) -> bool:
+    return local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
+
+
+@dataclass
+class IntervalSchedule(Schedule):
+    expression: str
+    tz: ZoneInfo
+    every_s: int = 60
+    anchor: dt.datetime = _EPOCH
+    kind: str = "interval"
+
+    def next_after(self, t: dt.datetime) -> dt.datetime:
+        elapsed = (t - self.anchor).total_seconds()
+        steps = int(elapsed // self.every_s) + 1
+        return self.anchor + dt.timedelta(seconds=steps * self.every_s)
+
+    def words(self) -> str:
+        return "every " + format_duration(self.every_s)
+
+    def nominal_interval_s(self) -> float:
+        return float(self.every_s)
+
+    def warnings(self) -> list[str]:
+        return ["fires every second or more often"] if self.every_s < 5 else []
+
+
+@dataclass
+class DailyTimesSchedule(Schedule):
+    expression: str
+    tz: ZoneInfo
+    times: list[dt.time] = field(default_factory=list)
+    kind: str = "times"
+
+    def next_after(self, t: dt.datetime) -> dt.datetime:
+        local_day = t.astimezone(self.tz).date() - dt.timedelta(days=1)
+        for _ in range(4):
+            for at in self.times:
+                candidate = dt.datetime.combine(local_day, at, tzinfo=self.tz)  # fold=0
+                utc = candidate.astimezone(UTC)
+                if utc > t:
+                    return utc
+            local_day += dt.timedelta(days=1)
+        raise AssertionError("unreachable: a daily schedule fires every day")
+
+    def words(self) -> str:
+        shown = ", ".join(_clock(at) for at in self.times)
+        return f"daily at {shown}" + _tz_suffix(self.tz)
+
+
+def parse_schedule(
+    expression: str, timezone: str = "UTC", anchor: dt.datetime | None = None
+) -> Schedule:
+    """Parse any accepted schedule; raises :class:`ScheduleError` naming the bad part."""
+    tz = zone(timezone)
+    expr = " ".join(str(expression).strip().split())
+    if not expr:
+        raise ScheduleError("empty schedule")
+    lowered = expr.lower()
+    if lowered.startswith("@"):
+        if lowered not in _NAMED:
+            raise ScheduleError(f"unknown shortcut {expr!r} (known: {', '.join(_NAMED)})")
+        return _cron(expr, _NAMED[lowered], tz)
+    if _INTERVAL_WORDS.match(lowered):
+        return IntervalSchedule(expr, tz, every_s=_interval_words(lowered), anchor=anchor or _EPOCH)
+    if lowered.startswith("every ") and _CLOCK.match(lowered[6:].strip()):
+        # "every MM:SS" / "every HH:MM:SS": pgeu's interval notation, made explicit.
+        every_s = parse_interval(lowered[6:])
+        return IntervalSchedule(expr, tz, every_s=every_s, anchor=anchor or _EPOCH)
+    if all(_CLOCK.match(p.strip()) for p in expr.split(",")):
+        return DailyTimesSchedule(expr, tz, times=parse_times(expr))
+    if " " in expr and not re.search(r"[a-z]{4,}", lowered.replace("@", "")):
+        return _cron(expr, expr, tz)
+    raise ScheduleError(
+        f"cannot understand schedule {expr!r}: expected cron ('*/5 * * * *'), "
+        "an interval ('10 minutes', 'every MM:SS', 'every HH:MM:SS') or daily times ('02:30,14:00')"
+    )
+
+
+def _cron(original: str, expr: str, tz: ZoneInfo) -> CronSchedule:
+    fields = expr.split(" ")
+    if len(fields) not in (5, 6):
+        raise ScheduleError(
+            f"cron {original!r} has {len(fields)} fields; expected 5 "
+            "(minute hour day-of-month month day-of-week) or 6 (second first)"
+        )
+    has_seconds = len(fields) == 6
+    if has_seconds:
+        seconds, fields = fields[0], fields[1:]
+        _check_field(original, "second", seconds, 0, 59)
+    names = _CRON_FIELDS
+    for name, value, (lo, hi) in zip(names, fields, _CRON_RANGES, strict=True):
+        _check_field(original, name, value, lo, hi)
+    cron = " ".join(fields + ([seconds] if has_seconds else []))
+    try:
+        croniter(cron, dt.datetime(2025, 1, 1, tzinfo=tz))
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise ScheduleError(f"cron {original!r} is invalid: {exc}") from None
+    return CronSchedule(
+        original, tz, cron=cron, has_seconds=has_seconds,
+        fields=fields + ([seconds] if has_seconds else []),
+    )
+
+
+def _check_field(original: str, name: str, value: str, lo: int, hi: int) -> None:
+    names = _MONTH_NAMES if name == "month" else _DAY_NAMES if name == "day of week" else []
+    for part in value.lower().split(","):
+        body, _, step = part.partition("/")
+        if step and (not step.isdigit() or int(step) == 0):
+            raise ScheduleError(f"cron {original!r}: {name} step {step!r} must be a number ≥ 1")
+        if body in ("*", "?") or (name == "day of month" and body == "l"):
+            continue
+        for bound in body.split("-"):
+            if bound in names:
+                continue
+            if not bound.isdigit():
+                raise ScheduleError(f"cron {original!r}: {name} {bound!r} is not a number")
+            if not lo <= int(bound) <= hi:
+                raise ScheduleError(
+                    f"cron {original!r}: {name} {bound} is out of range {lo}-{hi}"
+                )
+
+
+def _interval_words(text: str) -> int:
+    match = _INTERVAL_WORDS.match(text)
+    assert match is not None
+    count, unit = int(match.group(1)), match.group(2)
+    if unit not in _UNITS_S:
+        raise ScheduleError(f"interval {text!r}: unknown unit {unit!r} (seconds, minutes, hours, days)")
+    if count <= 0:
+        raise ScheduleError(f"interval {text!r} must be longer than zero")
+    return count * _UNITS_S[unit]
+
+
+def parse_interval(text: str) -> int:
+    """``MM:SS``, ``HH:MM:SS`` or ``10 minutes`` → seconds (> 0)."""
+    text = " ".join(text.strip().lower().split())
+    if _INTERVAL_WORDS.match(text):
+        return _interval_words(text)
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise ScheduleError(f"interval {text!r}: expected MM:SS, HH:MM:SS or '10 minutes'")
+    numbers = [int(p) for p in parts]
+    if any(n >= 60 for n in numbers[1:]):
+        raise ScheduleError(f"interval {text!r}: minutes and seconds must be below 60")
+    seconds = numbers[-1] + 60 * numbers[-2] + (3600 * numbers[0] if len(numbers) == 3 else 0)
+    if seconds <= 0:
+        raise ScheduleError(f"interval {text!r} must be longer than zero")
+    return seconds
+
+
+def parse_times(text: str) -> list[dt.time]:
+    """``HH:MM[:SS][,...]`` → sorted, de-duplicated times of day."""
+    times = set()
+    for part in text.split(","):
+        part = part.strip()
+        match = _CLOCK.match(part)
+        if not match:
+            raise ScheduleError(f"time {part!r}: expected HH:MM or HH:MM:SS")
+        hour, minute, second = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+        if hour > 23 or minute > 59 or second > 59:
+            raise ScheduleError(f"time {part!r} is not a valid time of day")
+        times.add(dt.time(hour, minute, second))
+    if not times:
+        raise ScheduleError("no times given")
+    return sorted(times)
+
+
+def format_duration(seconds: int) -> str:
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+
+
+def _clock(at: dt.time) -> str:
+    return at.strftime("%H:%M:%S") if at.second else at.strftime("%H:%M")
+
+
+def _tz_suffix(tz: ZoneInfo) -> str:
+    return "" if tz.key == "UTC" else f" ({tz.key})"
+
+
+def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
+    minute, hour, dom, month, dow = fields[:5]
+    sec = fields[5] if has_seconds else "0"
+    plain = dom == "*" and month == "*" and dow in ("*", "?")
+    if plain and sec.isdigit():
+        s = f":{int(sec):02d}" if int(sec) else ""
+        if minute.isdigit() and hour == "*":
+            return f"hourly at :{int(minute):02d}{s}"
+        if minute.isdigit() and hour.isdigit():
+            return f"daily at {int(hour):02d}:{int(minute):02d}{s}"
+        if minute == "*" and hour == "*" and not s:
+            return "every minute"
+        if minute.startswith("*/") and hour == "*" and not s:
+            return f"every {format_duration(int(minute[2:]) * 60)}"
+        if minute.startswith("*/") and hour == "*" and s:
+            return f"every {format_duration(int(minute[2:]) * 60)} at {s}"
+        if minute.isdigit() and hour.startswith("*/"):
+            return f"every {format_duration(int(hour[2:]) * 3600)} at :{int(minute):02d}{s}"
+    if sec == "*" and minute == "*" and hour == "*" and plain:
+        return "every second"
+    try:
+        from cron_descriptor import get_description
+
+        five = " ".join(fields[:5])
+        return str(get_description(f"{sec} {five}" if has_seconds else five))
+    except Exception:
+        return cron
