@@ -91,6 +91,11 @@ def job(
     return register
 
 
+def unregister(name: str) -> None:
+    """Forget a declared job (tests declare throw-away jobs)."""
+    _jobs.pop(name, None)
+
+
 def all_jobs() -> dict[str, JobSpec]:
     """Every declared job, by name (import :mod:`workers.jobs` first)."""
     return dict(sorted(_jobs.items()))
