@@ -12,10 +12,9 @@ from tickwork.settings import Settings
 
 def check_registered_schedules() -> None:
     """Every declared job's schedule parses; raises naming the job otherwise."""
+    import workers.jobs  # noqa: F401
     from workers.registry import all_jobs
     from workers.scheduler.schedules import parse_schedule
-
-    import workers.jobs  # noqa: F401
 
     for spec in all_jobs().values():
         if spec.schedule is None:
@@ -56,8 +55,11 @@ def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
             ok = False
             say(f"FAIL  {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
-    say("ok    settings: " + ("embedded" if settings.embedded_broker else "rabbitmq")
-        + (" + sqlite" if settings.is_sqlite else " + postgresql"))
+    say(
+        "ok    settings: "
+        + ("embedded" if settings.embedded_broker else "rabbitmq")
+        + (" + sqlite" if settings.is_sqlite else " + postgresql")
+    )
 
     from schema import migrate
     from schema.engine import Database

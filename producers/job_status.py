@@ -52,8 +52,13 @@ def _latest(db: Database, *conditions: Any) -> dict[str, tuple[dt.datetime, str]
             .subquery()
         )
         rows = session.execute(
-            select(JobRun.job_name, JobRun.finished_at, JobRun.started_at, JobRun.queued_at,
-                   JobRun.status).join(sub, JobRun.id == sub.c.id)
+            select(
+                JobRun.job_name,
+                JobRun.finished_at,
+                JobRun.started_at,
+                JobRun.queued_at,
+                JobRun.status,
+            ).join(sub, JobRun.id == sub.c.id)
         )
         return {
             name: (finished or started or queued, status)

@@ -54,11 +54,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 # BIGINT primary keys on PostgreSQL; INTEGER on SQLite so ROWID aliasing works.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql").with_variant(sqlite.JSON(), "sqlite")
+JSONType = (
+    JSON().with_variant(postgresql.JSONB(), "postgresql").with_variant(sqlite.JSON(), "sqlite")
+)
 
 intpk = Annotated[int, mapped_column(BigIntPK, primary_key=True, autoincrement=True)]
 created_at = Annotated[
-    dt.datetime, mapped_column(UTCDateTime, default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    dt.datetime,
+    mapped_column(UTCDateTime, default=utcnow, server_default=text("CURRENT_TIMESTAMP")),
 ]
 timestamp = Annotated[dt.datetime, mapped_column(UTCDateTime)]
 str40 = Annotated[str, mapped_column(String(40))]

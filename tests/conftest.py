@@ -155,17 +155,21 @@ class Embedded:
 
     def drain(self) -> None:
         """Process everything queued, including delayed messages already due."""
-        self.broker.join(self.runtime.settings.queue("default"), timeout=30_000)
-        for queue in list(self.broker.queues):
-            self.broker.join(queue, timeout=30_000)
-        self.worker.join()
+        for _ in range(2):  # a second pass catches messages enqueued by the first (retries)
+            for queue in list(self.broker.queues):
+                if not queue.endswith((".DQ", ".XQ")):
+                    self.broker.join(queue, timeout=30_000, fail_fast=False)
+            self.worker.join()
 
 
 def make_settings(tmp_path: Path, **env: str) -> Any:
     from tickwork.settings import load_settings
 
-    values = {"TICKWORK_DATA_DIR": str(tmp_path / "data"), "TICKWORK_MIN_BACKOFF_MS": "10",
-              "TICKWORK_MAX_BACKOFF_MS": "50"}
+    values = {
+        "TICKWORK_DATA_DIR": str(tmp_path / "data"),
+        "TICKWORK_MIN_BACKOFF_MS": "10",
+        "TICKWORK_MAX_BACKOFF_MS": "50",
+    }
     values.update(env)
     return load_settings(values)
 
@@ -204,10 +208,14 @@ def tickwork_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def run_tickwork(*args: str, cwd: Path, timeout: float = 60, **settings: str) -> (
-    subprocess.CompletedProcess[str]
-):
+def run_tickwork(
+    *args: str, cwd: Path, timeout: float = 60, **settings: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        tickwork_command(*args), cwd=cwd, env=tickwork_env(**settings), capture_output=True,
-        text=True, timeout=timeout,
+        tickwork_command(*args),
+        cwd=cwd,
+        env=tickwork_env(**settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

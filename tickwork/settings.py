@@ -46,16 +46,28 @@ class Settings(BaseSettings):
     )
 
     # --- workers ---------------------------------------------------------------------
-    worker_processes: int = Field(1, ge=1, le=64)
-    worker_threads: int = Field(8, ge=1, le=256)
+    worker_processes: int = Field(
+        1, ge=1, le=64, description="Worker processes started by `tickwork worker`."
+    )
+    worker_threads: int = Field(
+        8, ge=1, le=256, description="Threads per worker process (and in `tickwork run`)."
+    )
     worker_shutdown_timeout_s: int = Field(
         30, ge=1, le=3600, description="How long SIGTERM waits for in-flight messages."
     )
-    max_retries: int = Field(5, ge=0, le=100)
-    min_backoff_ms: int = Field(1_000, ge=1)
-    max_backoff_ms: int = Field(300_000, ge=1)
-    default_time_limit_s: int = Field(600, ge=1)
-    message_age_limit_s: int = Field(86_400, ge=1)
+    max_retries: int = Field(
+        5, ge=0, le=100, description="Default retries of a failing job before its run is failed."
+    )
+    min_backoff_ms: int = Field(
+        1_000, ge=1, description="First retry delay; doubles each retry, with jitter."
+    )
+    max_backoff_ms: int = Field(300_000, ge=1, description="Longest retry delay.")
+    default_time_limit_s: int = Field(
+        600, ge=1, description="Time limit of a job that does not set its own."
+    )
+    message_age_limit_s: int = Field(
+        86_400, ge=1, description="Messages older than this are dropped unprocessed."
+    )
     broker_confirm_delivery: bool = Field(
         True, description="Wait for RabbitMQ to confirm each publish (slower, never lost)."
     )
@@ -66,33 +78,51 @@ class Settings(BaseSettings):
     # --- MetaDeploy-style jobs ----------------------------------------------------------
     job_time_limit_s: int = Field(3_600, ge=1, description="run_flows time limit (long queue).")
     short_job_time_limit_s: int = Field(60, ge=1, description="Short queue time limit.")
-    max_queue_length: int = Field(15, ge=1)
-    token_lifetime_minutes: int = Field(10, ge=1)
-    preflight_lifetime_minutes: int = Field(10, ge=1)
-    api_token_expire_after_days: int = Field(30, ge=1)
-    inactive_user_days: int = Field(30, ge=1)
-    exception_retention_days: int = Field(90, ge=1)
-    dead_job_grace_s: int = Field(120, ge=0)
+    max_queue_length: int = Field(
+        15, ge=1, description="create_scratch_org refuses new work beyond this queue length."
+    )
+    token_lifetime_minutes: int = Field(
+        10, ge=1, description="OAuth tokens older than this are deleted (unless in use)."
+    )
+    preflight_lifetime_minutes: int = Field(
+        10, ge=1, description="A preflight result stays valid this long."
+    )
+    api_token_expire_after_days: int = Field(
+        30, ge=1, description="API tokens older than this are deleted."
+    )
+    inactive_user_days: int = Field(
+        30, ge=1, description="Non-staff users idle this long are deleted."
+    )
+    exception_retention_days: int = Field(
+        90, ge=1, description="Job/preflight exceptions are cleared after this long."
+    )
+    dead_job_grace_s: int = Field(
+        120, ge=0, description="Extra time past the time limit before a started job is canceled."
+    )
 
     # --- scheduling ------------------------------------------------------------------
-    run_history_days: int = Field(30, ge=1)
-    cleanup_batch_size: int = Field(5_000, ge=1, le=1_000_000)
+    run_history_days: int = Field(30, ge=1, description="Finished run records are kept this long.")
+    cleanup_batch_size: int = Field(
+        5_000, ge=1, le=1_000_000, description="Rows per batch (and per transaction) in cleanups."
+    )
     scheduled_jobs_email: str | None = Field(None, description="Where failure e-mails go.")
 
     # --- e-mail ------------------------------------------------------------------------
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(25, ge=1, le=65535)
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
-    smtp_timeout_s: float = Field(10.0, gt=0)
-    mail_from: str = "tickwork@localhost"
+    smtp_host: str = Field("127.0.0.1", description="SMTP server for job e-mail.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    smtp_username: str | None = Field(None, description="SMTP login (optional).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (optional; a secret).")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS.")
+    smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/send timeout.")
+    mail_from: str = Field("tickwork@localhost", description="From: address of job e-mail.")
 
     # --- HTTP and metrics ------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(8080, ge=1, le=65535)
+    api_host: str = Field("127.0.0.1", description="Admin API listen address.")
+    api_port: int = Field(8080, ge=1, le=65535, description="Admin API port.")
     metrics_port: int = Field(9191, ge=0, le=65535, description="0 disables the endpoint.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -176,15 +206,25 @@ def _describe(error: Mapping[str, Any]) -> str:
     value = error.get("input")
     message = str(error.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
-    shown = "" if isinstance(value, dict) or field in ("fernet_key", "smtp_password") else (
-        f" (got {value!r})"
+    shown = (
+        ""
+        if isinstance(value, dict) or field in ("fernet_key", "smtp_password")
+        else (f" (got {value!r})")
     )
     return f"{_env_name(field)}: {message}{shown}"
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def settings_table() -> str:
+    """The README's configuration table, generated so it cannot drift from the code."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None or default == "" else f"`{default}`"
+        rows.append(f"| `{_env_name(name)}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings from ``environ`` (default ``os.environ``) plus explicit overrides.
 
     Raises :class:`ConfigError` with one line naming the first bad variable.
@@ -205,3 +245,7 @@ def load_settings(
         return Settings.model_validate(values)
     except pydantic.ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -23,6 +23,10 @@ def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
     runtime = Runtime(settings=settings, db=database, broker=broker)
     set_runtime(runtime)
     bind_jobs(broker, settings)
+    from workers.broker import run_record_middleware
+    from workers.scheduler.notifications import RunNotifier
+
+    run_record_middleware(broker).on_finished.append(RunNotifier(settings, database))
     from workers.scheduler.actors import bind_scheduler_actors
 
     bind_scheduler_actors(broker, settings)

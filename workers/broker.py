@@ -27,9 +27,7 @@ from workers.middleware.run_records import RunRecordMiddleware
 from workers.runtime import Runtime
 
 
-def build_middleware(
-    settings: Settings, runtime: Callable[[], Runtime]
-) -> list[Middleware]:
+def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list[Middleware]:
     """The middleware stack, in order. RunRecord sits just before Retries because
     after-hooks run in reverse: Retries decides first whether the message failed."""
     return [
@@ -59,11 +57,13 @@ def build_broker(settings: Settings, runtime: Callable[[], Runtime]) -> dramatiq
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+        url = settings.broker_url or ""
+        if "heartbeat=" not in url:  # notice a dead broker within a minute
+            url += ("&" if "?" in url else "?") + "heartbeat=30"
         broker = RabbitmqBroker(
-            url=settings.broker_url,
+            url=url,
             middleware=middleware,
             confirm_delivery=settings.broker_confirm_delivery,
-            heartbeat=30,
         )
     return broker
 

@@ -137,8 +137,7 @@ def bind_jobs(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq
     for spec in all_jobs().values():
         time_limit_s = spec.time_limit_s or settings.default_time_limit_s
         max_retries = settings.max_retries if spec.max_retries is None else spec.max_retries
-        actors[spec.name] = dramatiq.actor(
-            _run(spec),
+        decorate = dramatiq.actor(
             actor_name=spec.name,
             queue_name=settings.queue(spec.queue),
             broker=broker,
@@ -146,4 +145,5 @@ def bind_jobs(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq
             max_retries=max_retries,
             tickwork_job=True,
         )
+        actors[spec.name] = decorate(_run(spec))
     return actors

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -17,7 +18,7 @@ from schema.engine import Database
 app = typer.Typer(help="List, inspect and control scheduled jobs.", invoke_without_command=True)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     markdown = "markdown"
     json = "json"
@@ -63,18 +64,49 @@ def list_jobs(
             sched = f"`{s.schedule}`" if s.schedule else "on demand"
             typer.echo(f"| `{s.name}` | {sched} | {s.schedule_words} | {s.description} |")
         return
-    table = Table(title="tickwork jobs (times UTC)", expand=False)
-    for column in ("job", "schedule", "in words", "tz", "on", "next run", "last run",
-                   "last success", "last skip"):
-        table.add_column(column, overflow="fold")
+    console = Console()
+    wide = console.width >= 130  # narrow terminals get the essentials only
+    now = dt.datetime.now(dt.UTC)
+    table = Table(title="tickwork jobs (times UTC)", box=box.SIMPLE_HEAD, expand=False)
+    table.add_column("job", no_wrap=True)
+    if wide:
+        table.add_column("schedule", no_wrap=True)
+    table.add_column("in words", overflow="fold")
+    if wide:
+        table.add_column("tz")
+    table.add_column("next run", no_wrap=True)
+    table.add_column("last run", no_wrap=True)
+    if wide:
+        table.add_column("last ok", no_wrap=True)
+        table.add_column("last skip", no_wrap=True)
     for s in statuses:
-        last = f"{_when(s.last_run)} {s.last_status or ''}".strip()
-        table.add_row(
-            s.name, s.schedule or "—", s.schedule_words, s.timezone,
-            "yes" if s.enabled else "[red]no[/red]", _when(s.next_run), last,
-            _when(s.last_success), _when(s.last_skip),
-        )
-    Console().print(table)
+        status = _STATUS_STYLE.get(s.last_status or "", s.last_status or "")
+        last = f"{_short(s.last_run, now)} {status}".strip() if s.last_run else "—"
+        name = s.name if s.enabled else f"[dim]{s.name}[/dim] [red](off)[/red]"
+        row = [name] + ([s.schedule or "—"] if wide else []) + [s.schedule_words]
+        row += [s.timezone] if wide else []
+        row += [_short(s.next_run, now), last]
+        row += [_short(s.last_success, now), _short(s.last_skip, now)] if wide else []
+        table.add_row(*row)
+    console.print(table)
+
+
+_STATUS_STYLE = {
+    "succeeded": "[green]ok[/green]",
+    "failed": "[red]failed[/red]",
+    "skipped": "[yellow]skipped[/yellow]",
+    "running": "[cyan]running[/cyan]",
+    "canceled": "[magenta]canceled[/magenta]",
+}
+
+
+def _short(value: dt.datetime | None, now: dt.datetime) -> str:
+    """Today's times as HH:MM:SS, other days as MM-DD HH:MM: fits an 80-column terminal."""
+    if value is None:
+        return "—"
+    if value.date() == now.date():
+        return value.strftime("%H:%M:%S")
+    return value.strftime("%m-%d %H:%M")
 
 
 @app.command()
@@ -89,13 +121,29 @@ def history(
 
     runs = run_history(_db(), name, limit=limit, failures_only=failures)
     table = Table(title=f"runs of {name}")
-    for column in ("id", "slot", "trigger", "status", "started", "finished", "records",
-                   "output / error"):
+    for column in (
+        "id",
+        "slot",
+        "trigger",
+        "status",
+        "started",
+        "finished",
+        "records",
+        "output / error",
+    ):
         table.add_column(column, overflow="fold")
     for r in runs:
         detail = (r.error or r.skip_reason or r.output or "").strip().splitlines()
-        table.add_row(str(r.id), _when(r.scheduled_for), r.trigger, r.status, _when(r.started_at),
-                      _when(r.finished_at), str(r.records_processed), detail[-1] if detail else "")
+        table.add_row(
+            str(r.id),
+            _when(r.scheduled_for),
+            r.trigger,
+            r.status,
+            _when(r.started_at),
+            _when(r.finished_at),
+            str(r.records_processed),
+            detail[-1] if detail else "",
+        )
     Console().print(table)
 
 
@@ -135,7 +183,9 @@ def disable(name: str) -> None:
 def set_schedule(
     name: str,
     times: Annotated[str | None, typer.Option(help="Daily times HH:MM[:SS],...")] = None,
-    interval: Annotated[str | None, typer.Option(help="Interval MM:SS, HH:MM:SS or '10 minutes'")] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Interval MM:SS, HH:MM:SS or '10 minutes'")
+    ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Back to the default schedule.")] = False,
 ) -> None:
     """Override a job's schedule with daily times or an interval (not both)."""
@@ -150,7 +200,7 @@ def set_schedule(
     typer.echo(f"{name}: " + ("default schedule restored" if clear else "override saved"))
 
 
-class OnOff(str, Enum):
+class OnOff(StrEnum):
     on = "on"
     off = "off"
 
@@ -176,7 +226,9 @@ def hold() -> None:
 
 @handles_errors
 def release(
-    run_missed: Annotated[bool, typer.Option("--run-missed", help="Run each missed job once.")] = False,
+    run_missed: Annotated[
+        bool, typer.Option("--run-missed", help="Run each missed job once.")
+    ] = False,
     reschedule: Annotated[
         bool, typer.Option("--reschedule", help="Drop missed slots; count from now.")
     ] = False,

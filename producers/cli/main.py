@@ -39,7 +39,8 @@ def _global(
         str | None, typer.Option(envvar="TICKWORK_DATABASE_URL", help="Database URL.")
     ] = None,
     broker_url: Annotated[
-        str | None, typer.Option(envvar="TICKWORK_BROKER_URL", help="amqp:// URL; unset: in-process.")
+        str | None,
+        typer.Option(envvar="TICKWORK_BROKER_URL", help="amqp:// URL; unset: in-process."),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(envvar="TICKWORK_DATA_DIR", help="Embedded mode data directory.")
@@ -150,7 +151,9 @@ def worker(
     wanted = [q.strip() for q in (queues or ",".join(queue_names.ALL)).split(",") if q.strip()]
     unknown = [q for q in wanted if q not in queue_names.ALL]
     if unknown:
-        raise fail(f"--queues: unknown queue {unknown[0]!r} (known: {', '.join(queue_names.ALL)})", 2)
+        raise fail(
+            f"--queues: unknown queue {unknown[0]!r} (known: {', '.join(queue_names.ALL)})", 2
+        )
     config = config.model_copy(
         update={
             k: v
@@ -165,17 +168,21 @@ def worker(
     _export(config_overrides=True)
     import dramatiq.cli
 
-    args = dramatiq.cli.make_argument_parser().parse_args(
+    args = dramatiq.cli.make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
         [
             "workers.app:setup",
-            "--processes", str(config.worker_processes),
-            "--threads", str(config.worker_threads),
-            "--worker-shutdown-timeout", str(config.worker_shutdown_timeout_s * 1000),
-            "--queues", *[config.queue(q) for q in wanted],
+            "--processes",
+            str(config.worker_processes),
+            "--threads",
+            str(config.worker_threads),
+            "--worker-shutdown-timeout",
+            str(config.worker_shutdown_timeout_s * 1000),
+            "--queues",
+            *[config.queue(q) for q in wanted],
             *(["--verbose"] if config.log_level == "DEBUG" else []),
         ]
     )
-    sys.exit(dramatiq.cli.main(args))
+    sys.exit(dramatiq.cli.main(args))  # type: ignore[no-untyped-call]
 
 
 @app.command()

@@ -42,9 +42,18 @@ def explain(
             begin = begin.replace(tzinfo=schedule.tz)
     fires = [t.astimezone(schedule.tz).isoformat() for t in schedule.next_n(begin, count)]
     if format == "json":
-        typer.echo(json.dumps({"expression": expression, "words": schedule.words(),
-                               "timezone": tz, "next": fires, "warnings": schedule.warnings()},
-                              indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "expression": expression,
+                    "words": schedule.words(),
+                    "timezone": tz,
+                    "next": fires,
+                    "warnings": schedule.warnings(),
+                },
+                indent=2,
+            )
+        )
         return
     typer.echo(f"{expression}  →  {schedule.words()}  [{tz}]")
     for warning in schedule.warnings():

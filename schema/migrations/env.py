@@ -3,8 +3,8 @@
 from alembic import context
 from sqlalchemy import Connection
 
-from schema.base import Base
 import schema  # noqa: F401  (registers every model on Base.metadata)
+from schema.base import Base
 
 config = context.config
 target_metadata = Base.metadata

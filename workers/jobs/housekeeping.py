@@ -29,9 +29,7 @@ def heartbeat(ctx: RunContext) -> JobResult:
 def _has_old_runs(ctx: RunContext) -> str | None:
     cutoff = utcnow() - dt.timedelta(days=ctx.settings.run_history_days)
     with ctx.db.session() as session:
-        found = session.scalar(
-            select(JobRun.id).where(JobRun.finished_at < cutoff).limit(1)
-        )
+        found = session.scalar(select(JobRun.id).where(JobRun.finished_at < cutoff).limit(1))
     return None if found else "no finished runs older than the history limit"
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -47,7 +48,7 @@ class RunRecordMiddleware(Middleware):
         # Open runs by message id; a worker thread handles one message at a time.
         self._contexts: dict[str, RunContext] = {}
 
-    def _is_job(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> bool:
+    def _is_job(self, broker: dramatiq.Broker, message: MessageProxy) -> bool:
         try:
             actor = broker.get_actor(message.actor_name)
         except dramatiq.errors.ActorNotFound:
@@ -55,7 +56,7 @@ class RunRecordMiddleware(Middleware):
         return bool(actor.options.get("tickwork_job"))
 
     # --- before ---------------------------------------------------------------------
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if not self._is_job(broker, message):
             return
         runtime = self._runtime()
@@ -79,8 +80,9 @@ class RunRecordMiddleware(Middleware):
                 session.add(run)
                 session.flush()
             if run.status in FINISHED_STATUSES:
-                logger.info("run %s of %s already %s: message dropped", run.id, run.job_name,
-                            run.status)
+                logger.info(
+                    "run %s of %s already %s: message dropped", run.id, run.job_name, run.status
+                )
                 raise SkipMessage(f"run {run.id} already {run.status}")
             retries = int(message.options.get("retries", 0))
             limit = retries + settings.max_redeliveries
@@ -116,7 +118,7 @@ class RunRecordMiddleware(Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: dramatiq.Message[Any],
+        message: MessageProxy,
         *,
         result: Any = None,
         exception: BaseException | None = None,
@@ -136,7 +138,9 @@ class RunRecordMiddleware(Middleware):
                     run.status = "skipped" if outcome.skipped else "succeeded"
                     run.skip_reason = outcome.skipped
                     run.records_processed = outcome.records_processed or ctx.records_processed
-                    run.output = scrub("\n".join(p for p in (ctx.output, outcome.output) if p))
+                    run.output = (
+                        scrub("\n".join(p for p in (ctx.output, outcome.output) if p)) or ""
+                    )
                     run.error = None
                     run.finished_at = finished
                 else:
@@ -155,7 +159,7 @@ class RunRecordMiddleware(Middleware):
         if run is not None and run.status in FINISHED_STATUSES:
             self._finished(run)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._contexts.pop(message.message_id, None)
         set_current_run(None)
 

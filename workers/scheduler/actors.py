@@ -44,14 +44,15 @@ def run_tick() -> None:
     elif report.queued or report.skipped or report.caught_up:
         logger.info(
             "tick %s: queued %d, skipped %d, caught up %d",
-            report.tick_at.isoformat(), len(report.queued), len(report.skipped),
+            report.tick_at.isoformat(),
+            len(report.queued),
+            len(report.skipped),
             len(report.caught_up),
         )
 
 
 def bind_scheduler_actors(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
-    return dramatiq.actor(
-        run_tick,
+    decorate = dramatiq.actor(
         actor_name=TICK_ACTOR,
         queue_name=settings.queue(queues.SCHEDULER),
         broker=broker,
@@ -61,3 +62,5 @@ def bind_scheduler_actors(broker: dramatiq.Broker, settings: Settings) -> dramat
         max_backoff=10000,
         time_limit=50_000,
     )
+    actor: dramatiq.Actor[Any, Any] = decorate(run_tick)
+    return actor

@@ -123,20 +123,25 @@ def release(
             if not missed:
                 continue
             if mode == "run-missed":
-                run_id = insert_run(session, spec.name, missed[-1], trigger="catchup",
-                                    status="queued")
+                run_id = insert_run(
+                    session, spec.name, missed[-1], trigger="catchup", status="queued"
+                )
                 if run_id is not None:
                     queued.append((run_id, spec.name))
-            elif effective.source != "override times" and spec.schedule and (
-                effective.schedule.kind == "interval"
+            elif (
+                effective.source != "override times"
+                and spec.schedule
+                and (effective.schedule.kind == "interval")
             ):
                 config = _config(session, spec.name)
                 config.anchor_at = now.replace(microsecond=0)
         state.held = False
         state.held_at = None
         # The current minute is dispatched by the next tick; everything before is settled.
-        state.dispatched_until = minute - dt.timedelta(seconds=1) if mode == "reschedule" else (
-            now.replace(microsecond=0)
+        state.dispatched_until = (
+            minute - dt.timedelta(seconds=1)
+            if mode == "reschedule"
+            else (now.replace(microsecond=0))
         )
     for run_id, _name in queued:
         with db.session() as session:

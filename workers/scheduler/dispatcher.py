@@ -120,9 +120,12 @@ def dispatch(
                 latest_missed = None
                 for slot in schedule.fires_between(missed_from, minute - dt.timedelta(seconds=1)):
                     latest_missed = slot
-                if latest_missed is not None and spec.catchup == "once":
-                    if _queue(session, spec, latest_missed, "catchup", busy, report, to_publish):
-                        report.caught_up.append((spec.name, latest_missed))
+                if (
+                    latest_missed is not None
+                    and spec.catchup == "once"
+                    and _queue(session, spec, latest_missed, "catchup", busy, report, to_publish)
+                ):
+                    report.caught_up.append((spec.name, latest_missed))
             current_start = max(start, minute - dt.timedelta(seconds=1))
             for slot in schedule.fires_between(current_start, end):
                 _queue(session, spec, slot, "schedule", busy, report, to_publish)
@@ -149,8 +152,18 @@ def _queue(
 ) -> bool:
     if spec.overlap == "skip" and spec.name in busy:
         reason = "previous run still queued or running (overlap policy: skip)"
-        if insert_run(session, spec.name, slot, trigger=trigger, status="skipped",
-                      skip_reason=reason, finished_at=utcnow()) is not None:
+        if (
+            insert_run(
+                session,
+                spec.name,
+                slot,
+                trigger=trigger,
+                status="skipped",
+                skip_reason=reason,
+                finished_at=utcnow(),
+            )
+            is not None
+        ):
             report.skipped.append((spec.name, slot, reason))
         return False
     run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued")
@@ -177,8 +190,12 @@ def reap_stale_runs(
     )
     for run in stale:
         spec = jobs.get(run.job_name)
-        limit = dt.timedelta(seconds=(spec.time_limit_s if spec and spec.time_limit_s
-                                      else default_limit_s)) + STALE_GRACE
+        limit = (
+            dt.timedelta(
+                seconds=(spec.time_limit_s if spec and spec.time_limit_s else default_limit_s)
+            )
+            + STALE_GRACE
+        )
         if run.started_at is not None and now - run.started_at > limit:
             run.status = "failed"
             run.finished_at = now
@@ -200,5 +217,6 @@ def set_held(db: Database, held: bool) -> None:
 def advance_watermark(db: Database, until: dt.datetime) -> None:
     with db.session() as session:
         lock_state(session)
-        session.execute(update(SchedulerState).where(SchedulerState.id == 1)
-                        .values(dispatched_until=until))
+        session.execute(
+            update(SchedulerState).where(SchedulerState.id == 1).values(dispatched_until=until)
+        )

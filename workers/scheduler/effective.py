@@ -34,12 +34,14 @@ def effective_schedule(spec: JobSpec, config: ScheduledJobConfig | None) -> Effe
         )
         return EffectiveSchedule(schedule, enabled, notify, "override times")
     if config is not None and config.override_interval_s:
-        schedule = IntervalSchedule(
+        interval = IntervalSchedule(
             f"every {config.override_interval_s} seconds",
             zone(spec.timezone),
             every_s=config.override_interval_s,
-            **({"anchor": config.anchor_at} if config.anchor_at else {}),
         )
+        if config.anchor_at is not None:
+            interval.anchor = config.anchor_at
+        schedule = interval
         return EffectiveSchedule(schedule, enabled, notify, "override interval")
     if spec.schedule is None:
         return EffectiveSchedule(None, enabled, notify, "default")

@@ -36,7 +36,10 @@ def build_message(broker: dramatiq.Broker, run: JobRun) -> Message[Any]:
 
 
 def publish_run(
-    broker: dramatiq.Broker, db: Database, run: JobRun, spec: JobSpec | None = None,
+    broker: dramatiq.Broker,
+    db: Database,
+    run: JobRun,
+    spec: JobSpec | None = None,
     now: dt.datetime | None = None,
 ) -> bool:
     """Send ``run``'s message, delayed to its slot (plus jitter); True once sent."""
@@ -51,8 +54,12 @@ def publish_run(
     try:
         broker.enqueue(message, delay=delay_ms or None)
     except Exception:
-        logger.warning("could not publish run %s of %s; the next tick retries", run.id,
-                       run.job_name, exc_info=True)
+        logger.warning(
+            "could not publish run %s of %s; the next tick retries",
+            run.id,
+            run.job_name,
+            exc_info=True,
+        )
         return False
     with db.session() as session:
         session.execute(update(JobRun).where(JobRun.id == run.id).values(published_at=utcnow()))
@@ -66,8 +73,11 @@ def republish_stranded(broker: dramatiq.Broker, db: Database, now: dt.datetime) 
         runs = list(
             session.scalars(
                 select(JobRun)
-                .where(JobRun.status == "queued", JobRun.published_at.is_(None),
-                       JobRun.queued_at < cutoff)
+                .where(
+                    JobRun.status == "queued",
+                    JobRun.published_at.is_(None),
+                    JobRun.queued_at < cutoff,
+                )
                 .order_by(JobRun.id)
                 .limit(1000)
             )

@@ -19,6 +19,7 @@ not exist fires once, at the first instant after the gap.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,23 +43,39 @@ _NAMED = {
 _CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _UNITS_S = {
-    "second": 1, "seconds": 1, "sec": 1, "secs": 1, "s": 1,
-    "minute": 60, "minutes": 60, "min": 60, "mins": 60, "m": 60,
-    "hour": 3600, "hours": 3600, "h": 3600,
-    "day": 86400, "days": 86400, "d": 86400,
-    "week": 604800, "weeks": 604800, "w": 604800,
+    "second": 1,
+    "seconds": 1,
+    "sec": 1,
+    "secs": 1,
+    "s": 1,
+    "minute": 60,
+    "minutes": 60,
+    "min": 60,
+    "mins": 60,
+    "m": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "h": 3600,
+    "day": 86400,
+    "days": 86400,
+    "d": 86400,
+    "week": 604800,
+    "weeks": 604800,
+    "w": 604800,
 }
 _INTERVAL_WORDS = re.compile(r"^(?:every\s+)?(\d+)\s*([a-z]+)$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_DAY_NAMES = "sun mon tue wed thu fri sat".split()
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown time zone {name!r} (use an IANA name like Europe/Paris)")
+        raise ScheduleError(
+            f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
+        ) from None
 
 
 class Schedule:
@@ -93,7 +110,7 @@ class Schedule:
         """The typical gap between runs (for dead-man's-switch alerts)."""
         base = dt.datetime(2025, 1, 6, tzinfo=UTC)  # a Monday, no DST in UTC
         fires = self.next_n(base, 8)
-        gaps = [(b - a).total_seconds() for a, b in zip(fires, fires[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
         return max(gaps) if gaps else 0.0
 
     def warnings(self) -> list[str]:
@@ -130,8 +147,8 @@ class CronSchedule(Schedule):
     def warnings(self) -> list[str]:
         out = []
         sec, minute, hour, dom, _month, dow = (
-            ([self.fields[5]] if self.has_seconds else ["0"]) + self.fields[:5]
-        )
+            [self.fields[5]] if self.has_seconds else ["0"]
+        ) + self.fields[:5]
         if minute == "*" and hour == "*" and (dom != "*" or dow != "*"):
             per_day = 1440 * (60 if sec == "*" else 1)
             out.append(
@@ -244,7 +261,10 @@ def _cron(original: str, expr: str, tz: ZoneInfo) -> CronSchedule:
     except (CroniterBadCronError, ValueError, KeyError) as exc:
         raise ScheduleError(f"cron {original!r} is invalid: {exc}") from None
     return CronSchedule(
-        original, tz, cron=cron, has_seconds=has_seconds,
+        original,
+        tz,
+        cron=cron,
+        has_seconds=has_seconds,
         fields=fields + ([seconds] if has_seconds else []),
     )
 
@@ -263,9 +283,7 @@ def _check_field(original: str, name: str, value: str, lo: int, hi: int) -> None
             if not bound.isdigit():
                 raise ScheduleError(f"cron {original!r}: {name} {bound!r} is not a number")
             if not lo <= int(bound) <= hi:
-                raise ScheduleError(
-                    f"cron {original!r}: {name} {bound} is out of range {lo}-{hi}"
-                )
+                raise ScheduleError(f"cron {original!r}: {name} {bound} is out of range {lo}-{hi}")
 
 
 def _interval_words(text: str) -> int:
@@ -273,7 +291,9 @@ def _interval_words(text: str) -> int:
     assert match is not None
     count, unit = int(match.group(1)), match.group(2)
     if unit not in _UNITS_S:
-        raise ScheduleError(f"interval {text!r}: unknown unit {unit!r} (seconds, minutes, hours, days)")
+        raise ScheduleError(
+            f"interval {text!r}: unknown unit {unit!r} (seconds, minutes, hours, days)"
+        )
     if count <= 0:
         raise ScheduleError(f"interval {text!r} must be longer than zero")
     return count * _UNITS_S[unit]
@@ -339,8 +359,8 @@ def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
             return f"hourly at :{int(minute):02d}{s}"
         if minute.isdigit() and hour.isdigit():
             return f"daily at {int(hour):02d}:{int(minute):02d}{s}"
-        if minute == "*" and hour == "*" and not s:
-            return "every minute"
+        if minute == "*" and hour == "*":
+            return "every minute" + (f" at second {int(sec)}" if s else "")
         if minute.startswith("*/") and hour == "*" and not s:
             return f"every {format_duration(int(minute[2:]) * 60)}"
         if minute.startswith("*/") and hour == "*" and s:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command from the README: installs everything the suite needs, then runs it.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/unit -x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages some tests drive for real (promtool, chromium, kubectl, ...).
+packages=$(grep -vE '^\s*(#|$)' .ci/apt-packages.txt || true)
+missing=""
+for p in $packages; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "warning: missing Debian packages:$missing (run as root or install them)" >&2
+  fi
+fi
+
+python -m pip install -q -e '.[test]'
+exec python -m pytest "$@"

@@ -1,0 +1,94 @@
+"""Bad input at the command line: one clear line, a non-zero exit, nothing changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_tickwork
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TICKWORK_BROKER_URL": "redis://localhost"}, "error: TICKWORK_BROKER_URL: must start"),
+        ({"TICKWORK_WORKERS": "4"}, "error: TICKWORK_WORKERS: unknown setting"),
+        ({"TICKWORK_MAX_RETRIES": "-1"}, "error: TICKWORK_MAX_RETRIES:"),
+    ],
+)
+def test_bad_settings_stop_startup_with_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    result = run_tickwork("run", cwd=tmp_path, **env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(expected)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / ".tickwork").exists()  # nothing was created
+
+
+def test_jobs_table_markdown_and_json(tmp_path: Path) -> None:
+    assert run_tickwork("migrate", cwd=tmp_path).returncode == 0
+    table = run_tickwork("jobs", cwd=tmp_path, COLUMNS="160")
+    assert table.returncode == 0 and "every minute" in table.stdout
+    assert "prune_run_history" in table.stdout and "17 3 * * *" in table.stdout
+    narrow = run_tickwork("jobs", cwd=tmp_path, COLUMNS="80")
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    assert "prune_run_history" in narrow.stdout  # names are never wrapped
+    markdown = run_tickwork("jobs", "--format", "markdown", cwd=tmp_path)
+    assert "| `heartbeat` | `* * * * *` | every minute |" in markdown.stdout
+    listed = json.loads(run_tickwork("jobs", "--format", "json", cwd=tmp_path).stdout)
+    assert {"heartbeat", "prune_run_history"} <= {j["name"] for j in listed}
+
+
+def test_set_schedule_rejects_times_and_interval_and_saves_nothing(tmp_path: Path) -> None:
+    assert run_tickwork("migrate", cwd=tmp_path).returncode == 0
+    both = run_tickwork(
+        "jobs", "set-schedule", "heartbeat", "--times", "02:00", "--interval", "05:00", cwd=tmp_path
+    )
+    assert both.returncode == 1 and "not both" in both.stderr
+    unknown = run_tickwork("jobs", "disable", "no_such_job", cwd=tmp_path)
+    assert unknown.returncode == 1 and "no job named 'no_such_job'" in unknown.stderr
+    listed = json.loads(run_tickwork("jobs", "--format", "json", cwd=tmp_path).stdout)
+    heartbeat = next(j for j in listed if j["name"] == "heartbeat")
+    assert heartbeat["schedule_source"] == "default" and heartbeat["enabled"] is True
+    ok = run_tickwork("jobs", "set-schedule", "heartbeat", "--interval", "05:00", cwd=tmp_path)
+    assert ok.returncode == 0
+    listed = json.loads(run_tickwork("jobs", "--format", "json", cwd=tmp_path).stdout)
+    heartbeat = next(j for j in listed if j["name"] == "heartbeat")
+    assert heartbeat["schedule_words"] == "every 5 minutes"
+
+
+def test_schedule_explain(tmp_path: Path) -> None:
+    result = run_tickwork(
+        "schedule",
+        "explain",
+        "0 30 * * * *",
+        "--from",
+        "2026-03-29T00:00:00+00:00",
+        "--count",
+        "2",
+        "--format",
+        "json",
+        cwd=tmp_path,
+    )
+    data = json.loads(result.stdout)
+    assert data["words"] == "hourly at :30"
+    assert data["next"] == ["2026-03-29T00:30:00+00:00", "2026-03-29T01:30:00+00:00"]
+    assert set(data) >= {"expression", "words", "next", "warnings"}
+    bad = run_tickwork("schedule", "explain", "0 25 * * *", cwd=tmp_path)
+    assert bad.returncode == 1 and "hour 25 is out of range" in bad.stderr
+    noisy = run_tickwork("schedule", "explain", "* * 1 * *", "--format", "json", cwd=tmp_path)
+    assert "1440 times a day" in json.loads(noisy.stdout)["warnings"][0]
+
+
+def test_hold_and_release_from_the_cli(tmp_path: Path) -> None:
+    assert run_tickwork("migrate", cwd=tmp_path).returncode == 0
+    assert run_tickwork("hold", cwd=tmp_path).stdout.strip() == "all jobs held"
+    neither = run_tickwork("release", cwd=tmp_path)
+    assert neither.returncode == 1 and "exactly one" in neither.stderr
+    listed = json.loads(run_tickwork("jobs", "--format", "json", cwd=tmp_path).stdout)
+    assert all(j["next_run"] is None for j in listed)  # held: nothing will run
+    released = run_tickwork("release", "--reschedule", cwd=tmp_path)
+    assert released.returncode == 0 and released.stdout.startswith("released")

@@ -1,0 +1,162 @@
+"""Schedule maths on a fake clock: forms, words, DST, and properties."""
+
+import datetime as dt
+import itertools
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tickwork.errors import ScheduleError
+from workers.scheduler.schedules import parse_interval, parse_schedule
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 11, 24, 10, 7, 13, tzinfo=UTC)
+
+
+def fires(expr: str, start: dt.datetime, count: int, tz: str = "UTC") -> list[str]:
+    schedule = parse_schedule(expr, tz)
+    return [t.astimezone(schedule.tz).isoformat() for t in schedule.next_n(start, count)]
+
+
+@pytest.mark.parametrize(
+    ("expr", "words", "first"),
+    [
+        ("0 30 * * * *", "hourly at :30", "2026-11-24T10:30:00+00:00"),  # Barycenter, seconds first
+        ("0 0 * * * *", "hourly at :00", "2026-11-24T11:00:00+00:00"),
+        ("0 */5 * * * *", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
+        ("0 45 * * * *", "hourly at :45", "2026-11-24T10:45:00+00:00"),
+        ("15 * * * * *", "every minute", "2026-11-24T10:07:15+00:00"),
+        ("*/5 * * * *", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
+        ("@hourly", "hourly at :00", "2026-11-24T11:00:00+00:00"),
+        ("@daily", "daily at 00:00", "2026-11-25T00:00:00+00:00"),
+        ("10 minutes", "every 10 minutes", "2026-11-24T10:10:00+00:00"),
+        ("2 hours", "every 2 hours", "2026-11-24T12:00:00+00:00"),
+        ("1 day", "every 1 day", "2026-11-25T00:00:00+00:00"),
+        ("every 05:00", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
+        ("every 01:30:00", "every 90 minutes", "2026-11-24T10:30:00+00:00"),
+        ("02:30,14:00:05", "daily at 02:30, 14:00:05", "2026-11-24T14:00:05+00:00"),
+    ],
+)
+def test_forms_words_and_first_fire(expr: str, words: str, first: str) -> None:
+    schedule = parse_schedule(expr)
+    assert words in schedule.words()
+    assert schedule.next_after(T0).isoformat() == first
+
+
+def test_six_field_cron_puts_seconds_first() -> None:
+    # Given Barycenter's "0 30 * * * *", then it is hourly at :30:00, not every second of :30.
+    assert fires("0 30 * * * *", T0, 2) == [
+        "2026-11-24T10:30:00+00:00",
+        "2026-11-24T11:30:00+00:00",
+    ]
+    assert fires("30 0 * * * *", T0, 1) == ["2026-11-24T11:00:30+00:00"]
+
+
+@pytest.mark.parametrize("sunday", ["0 3 * * 0", "0 3 * * 7", "0 3 * * sun", "@weekly"])
+def test_sunday_is_0_or_7(sunday: str) -> None:
+    fired = parse_schedule(sunday).next_after(T0)
+    assert fired.weekday() == 6  # Sunday
+
+
+@pytest.mark.parametrize("expr", ["30 2 * * *", "02:30", "0 30 2 * * *"])
+def test_daily_0230_runs_once_on_spring_forward_day(expr: str) -> None:
+    # Europe/Paris skips 02:00-03:00 on 2026-03-29.
+    schedule = parse_schedule(expr, "Europe/Paris")
+    start = dt.datetime(2026, 3, 28, 12, tzinfo=UTC)
+    got = list(schedule.fires_between(start, start + dt.timedelta(days=2)))
+    days = [t.astimezone(schedule.tz).date().isoformat() for t in got]
+    assert days == ["2026-03-29", "2026-03-30"]
+
+
+@pytest.mark.parametrize("expr", ["30 2 * * *", "02:30", "0 30 2 * * *"])
+def test_daily_0230_runs_once_on_fall_back_day(expr: str) -> None:
+    # Europe/Paris passes 02:30 twice on 2026-10-25.
+    schedule = parse_schedule(expr, "Europe/Paris")
+    start = dt.datetime(2026, 10, 24, 12, tzinfo=UTC)
+    got = list(schedule.fires_between(start, start + dt.timedelta(days=2)))
+    assert [t.astimezone(schedule.tz).isoformat() for t in got] == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("61 * * * *", "minute 61 is out of range 0-59"),
+        ("* 24 * * *", "hour 24 is out of range 0-23"),
+        ("* * 0 * *", "day of month 0 is out of range 1-31"),
+        ("* * * 13 *", "month 13 is out of range 1-12"),
+        ("* * * * 8", "day of week 8 is out of range 0-7"),
+        ("*/0 * * * *", "minute step '0'"),
+        ("70 * * * * *", "second 70 is out of range"),
+        ("* * *", "has 3 fields"),
+        ("25:00", "not a valid time of day"),
+        ("10 fortnights", "unknown unit 'fortnights'"),
+        ("0 minutes", "longer than zero"),
+        ("@sometimes", "unknown shortcut"),
+        ("", "empty schedule"),
+        ("every banana", "cannot understand schedule"),
+    ],
+)
+def test_invalid_expressions_name_the_bad_part(expr: str, fragment: str) -> None:
+    with pytest.raises(ScheduleError, match=fragment.replace("*", r"\*").replace("(", r"\(")):
+        parse_schedule(expr)
+
+
+def test_unknown_time_zone_is_rejected() -> None:
+    with pytest.raises(ScheduleError, match="unknown time zone 'Mars/Olympus'"):
+        parse_schedule("@daily", "Mars/Olympus")
+
+
+def test_probable_mistakes_warn() -> None:
+    assert "1440 times a day" in parse_schedule("* * 1 * *").warnings()[0]
+    assert parse_schedule("0 0 1 * *").warnings() == []
+
+
+def test_interval_override_formats() -> None:
+    assert parse_interval("05:00") == 300
+    assert parse_interval("01:00:00") == 3600
+    assert parse_interval("10 minutes") == 600
+    with pytest.raises(ScheduleError):
+        parse_interval("5:61")
+
+
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+EXPRESSIONS = [
+    "30 2 * * *",
+    "*/7 * * * *",
+    "0 30 * * * *",
+    "02:30,23:59:59",
+    "17 minutes",
+    "0 0 * * 0",
+    "15 1-3 * * *",
+    "@hourly",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    expr=st.sampled_from(EXPRESSIONS),
+    tz=st.sampled_from(ZONES),
+    start=st.datetimes(
+        min_value=dt.datetime(2024, 1, 1),
+        max_value=dt.datetime(2030, 12, 31),
+        timezones=st.just(UTC),
+    ),
+)
+def test_fire_times_strictly_increase_and_skip_nothing(
+    expr: str, tz: str, start: dt.datetime
+) -> None:
+    # Given any schedule, zone and start, when we walk 40 fires, then they strictly increase,
+    # and no local wall-clock slot fires twice.
+    schedule = parse_schedule(expr, tz)
+    fired = schedule.next_n(start, 40)
+    assert all(a < b for a, b in itertools.pairwise(fired))
+    assert fired[0] > start
+    local = [t.astimezone(ZoneInfo(tz)).replace(tzinfo=None) for t in fired]
+    assert len(set(local)) == len(local)
+    # fires_between over the same span yields exactly the same slots (none skipped).
+    assert list(schedule.fires_between(start, fired[-1])) == fired
