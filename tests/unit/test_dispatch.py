@@ -1,4 +1,8 @@
-"""The dispatcher and operator controls on SQLite + StubBroker (given / when / then)."""
+"""The dispatcher and operator controls (given / when / then).
+
+``system`` is SQLite + StubBroker here; tests/integration/test_scheduler_on_services.py
+runs these same tests on PostgreSQL + RabbitMQ.
+"""
 
 from __future__ import annotations
 
@@ -23,176 +27,174 @@ def runs(e: Embedded, name: str) -> list[JobRun]:
 
 
 @pytest.fixture(autouse=True)
-def _reset_calls() -> None:
+def reset_test_jobs() -> None:
     tj.calls.clear()
     tj.release_slow.clear()
 
 
-def test_duplicate_ticks_run_a_slot_once(embedded: Embedded) -> None:
+def test_duplicate_ticks_run_a_slot_once(system: Embedded) -> None:
     # Given a job due every minute, when the same tick arrives three times,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
     for _ in range(3):
-        dispatch(embedded.db, embedded.broker, minute, jobs=jobs)
-    embedded.drain()
+        dispatch(system.db, system.broker, minute, jobs=jobs)
+    system.drain()
     # then the slot ran once and its record says so.
-    (run,) = runs(embedded, "t_count")
+    (run,) = runs(system, "t_count")
     assert run.scheduled_for == minute
     assert run.status == "succeeded" and run.records_processed == 3 and run.output == "counted 3"
     assert run.published_at is not None and run.attempts == 1
     assert tj.calls == ["t_count"]
 
 
-def test_redelivered_message_for_a_finished_run_is_dropped(embedded: Embedded) -> None:
+def test_redelivered_message_for_a_finished_run_is_dropped(system: Embedded) -> None:
     minute = floor_minute(utcnow())
-    dispatch(embedded.db, embedded.broker, minute, jobs=tj.scheduled("t_count"))
-    embedded.drain()
-    (run,) = runs(embedded, "t_count")
+    dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_count"))
+    system.drain()
+    (run,) = runs(system, "t_count")
     # When the same message is delivered again,
-    actor = embedded.broker.get_actor("t_count")
+    actor = system.broker.get_actor("t_count")
     message = actor.message_with_options(kwargs={"run_id": run.id}).copy(message_id=run.message_id)
-    embedded.broker.enqueue(message)
-    embedded.drain()
+    system.broker.enqueue(message)
+    system.drain()
     # then the job did not run again.
     assert tj.calls == ["t_count"]
-    assert runs(embedded, "t_count")[0].attempts == 1
+    assert runs(system, "t_count")[0].attempts == 1
 
 
 @pytest.mark.parametrize(
     ("policy", "expected"), [("skip", ["schedule"]), ("once", ["catchup", "schedule"])]
 )
 def test_downtime_follows_the_catchup_policy(
-    embedded: Embedded, policy: str, expected: list[str]
+    system: Embedded, policy: str, expected: list[str]
 ) -> None:
     # Given a scheduler that last dispatched 10 minutes ago,
     minute = floor_minute(utcnow())
-    advance_watermark(embedded.db, minute - dt.timedelta(minutes=10, seconds=1))
+    advance_watermark(system.db, minute - dt.timedelta(minutes=10, seconds=1))
     # when the next tick comes,
     report = dispatch(
-        embedded.db, embedded.broker, minute, jobs=tj.scheduled("t_count", catchup=policy)
+        system.db, system.broker, minute, jobs=tj.scheduled("t_count", catchup=policy)
     )
-    embedded.drain()
+    system.drain()
     # then missed minutes are never a flood: skip runs none of them, once runs one.
-    assert [r.trigger for r in runs(embedded, "t_count")] == expected
+    assert [r.trigger for r in runs(system, "t_count")] == expected
     assert len(report.caught_up) == (1 if policy == "once" else 0)
     if policy == "once":
-        assert runs(embedded, "t_count")[0].scheduled_for == minute - dt.timedelta(minutes=1)
+        assert runs(system, "t_count")[0].scheduled_for == minute - dt.timedelta(minutes=1)
 
 
-def test_overlap_skip_records_a_skipped_run(embedded: Embedded) -> None:
+def test_overlap_skip_records_a_skipped_run(system: Embedded) -> None:
     # Given a slow run still going,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_slow")
-    dispatch(embedded.db, embedded.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
+    dispatch(system.db, system.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
     deadline = time.time() + 10
     while not tj.calls and time.time() < deadline:
         time.sleep(0.02)
     # when its next slot comes,
-    dispatch(embedded.db, embedded.broker, minute, jobs=jobs)
+    dispatch(system.db, system.broker, minute, jobs=jobs)
     tj.release_slow.set()
-    embedded.drain()
+    system.drain()
     # then that slot is recorded as skipped, with the reason.
-    first, second = runs(embedded, "t_slow")
+    first, second = runs(system, "t_slow")
     assert first.status == "succeeded"
     assert second.status == "skipped" and "still queued or running" in (second.skip_reason or "")
     assert tj.calls == ["t_slow"]
 
 
-def test_overlap_allow_runs_both(embedded: Embedded) -> None:
+def test_overlap_allow_runs_both(system: Embedded) -> None:
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_slow", overlap="allow")
-    dispatch(embedded.db, embedded.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
-    dispatch(embedded.db, embedded.broker, minute, jobs=jobs)
+    dispatch(system.db, system.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
+    dispatch(system.db, system.broker, minute, jobs=jobs)
     tj.release_slow.set()
-    embedded.drain()
-    assert [r.status for r in runs(embedded, "t_slow")] == ["succeeded", "succeeded"]
+    system.drain()
+    assert [r.status for r in runs(system, "t_slow")] == ["succeeded", "succeeded"]
 
 
-def test_precheck_skip_is_recorded_as_last_skipped(embedded: Embedded) -> None:
+def test_precheck_skip_is_recorded_as_last_skipped(system: Embedded) -> None:
     from producers.job_status import job_statuses
 
-    dispatch(embedded.db, embedded.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_precheck"))
-    embedded.drain()
-    (run,) = runs(embedded, "t_precheck")
+    dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_precheck"))
+    system.drain()
+    (run,) = runs(system, "t_precheck")
     assert run.status == "skipped" and run.skip_reason == "nothing pending"
     assert tj.calls == []
-    status = {s.name: s for s in job_statuses(embedded.db)}["t_precheck"]
+    status = {s.name: s for s in job_statuses(system.db)}["t_precheck"]
     assert status.last_skip is not None and status.last_success is None
 
 
-def test_failure_is_retried_then_failed_with_secrets_scrubbed(embedded: Embedded) -> None:
-    dispatch(embedded.db, embedded.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_fail"))
-    embedded.drain()
-    (run,) = runs(embedded, "t_fail")
+def test_failure_is_retried_then_failed_with_secrets_scrubbed(system: Embedded) -> None:
+    dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_fail"))
+    system.drain()
+    (run,) = runs(system, "t_fail")
     assert tj.calls == ["t_fail", "t_fail"]  # max_retries=1
     assert run.status == "failed" and run.attempts == 2
     assert "RuntimeError" in (run.error or "") and "hunter2" not in (run.error or "")
 
 
-def test_run_now_queues_a_manual_run(embedded: Embedded) -> None:
-    run_id = control.trigger(embedded.db, embedded.broker, "t_count")
-    embedded.drain()
-    (run,) = runs(embedded, "t_count")
+def test_run_now_queues_a_manual_run(system: Embedded) -> None:
+    run_id = control.trigger(system.db, system.broker, "t_count")
+    system.drain()
+    (run,) = runs(system, "t_count")
     assert run.id == run_id and run.trigger == "manual" and run.scheduled_for is None
     assert run.status == "succeeded"
 
 
-def test_unknown_job_is_named(embedded: Embedded) -> None:
+def test_unknown_job_is_named(system: Embedded) -> None:
     with pytest.raises(UnknownJobError, match="no job named 'nope'"):
-        control.trigger(embedded.db, embedded.broker, "nope")
+        control.trigger(system.db, system.broker, "nope")
     with pytest.raises(UnknownJobError):
-        control.set_enabled(embedded.db, "nope", False)
+        control.set_enabled(system.db, "nope", False)
 
 
-def test_disabled_job_is_not_dispatched(embedded: Embedded) -> None:
-    control.set_enabled(embedded.db, "t_count", False)
-    dispatch(embedded.db, embedded.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_count"))
-    embedded.drain()
-    assert runs(embedded, "t_count") == []
+def test_disabled_job_is_not_dispatched(system: Embedded) -> None:
+    control.set_enabled(system.db, "t_count", False)
+    dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_count"))
+    system.drain()
+    assert runs(system, "t_count") == []
 
 
-def test_override_times_or_interval_never_both(embedded: Embedded) -> None:
+def test_override_times_or_interval_never_both(system: Embedded) -> None:
     with pytest.raises(ScheduleError, match="not both"):
-        control.set_schedule_override(embedded.db, "t_count", times="02:00", interval="05:00")
+        control.set_schedule_override(system.db, "t_count", times="02:00", interval="05:00")
     with pytest.raises(ScheduleError):
-        control.set_schedule_override(embedded.db, "t_count", times="26:00")
-    with embedded.db.session() as s:
+        control.set_schedule_override(system.db, "t_count", times="26:00")
+    with system.db.session() as s:
         assert s.get(ScheduledJobConfig, "t_count") is None  # nothing saved
-    control.set_schedule_override(embedded.db, "t_count", interval="05:00")
-    with embedded.db.session() as s:
+    control.set_schedule_override(system.db, "t_count", interval="05:00")
+    with system.db.session() as s:
         config = s.get(ScheduledJobConfig, "t_count")
         assert config is not None and config.override_interval_s == 300
 
 
-def test_database_refuses_both_overrides_too(embedded: Embedded) -> None:
+def test_database_refuses_both_overrides_too(system: Embedded) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    with pytest.raises(IntegrityError), embedded.db.session() as s:
+    with pytest.raises(IntegrityError), system.db.session() as s:
         s.add(
             ScheduledJobConfig(job_name="t_count", override_times="02:00", override_interval_s=60)
         )
 
 
-def test_override_replaces_the_default_schedule(embedded: Embedded) -> None:
+def test_override_replaces_the_default_schedule(system: Embedded) -> None:
     minute = floor_minute(utcnow())
     control.set_schedule_override(
-        embedded.db, "t_count", times=(minute + dt.timedelta(minutes=5)).strftime("%H:%M")
+        system.db, "t_count", times=(minute + dt.timedelta(minutes=5)).strftime("%H:%M")
     )
-    dispatch(embedded.db, embedded.broker, minute, jobs=tj.scheduled("t_count"))
-    assert runs(embedded, "t_count") == []  # the every-minute default no longer applies
+    dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_count"))
+    assert runs(system, "t_count") == []  # the every-minute default no longer applies
 
 
-def test_hold_then_release_run_missed(embedded: Embedded) -> None:
+def test_hold_then_release_run_missed(system: Embedded) -> None:
     # Given jobs held for three ticks,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
-    dispatch(embedded.db, embedded.broker, minute - dt.timedelta(minutes=4), jobs=jobs)
-    embedded.drain()
-    control.hold(embedded.db)
+    dispatch(system.db, system.broker, minute - dt.timedelta(minutes=4), jobs=jobs)
+    system.drain()
+    control.hold(system.db)
     for back in (3, 2, 1):
-        report = dispatch(
-            embedded.db, embedded.broker, minute - dt.timedelta(minutes=back), jobs=jobs
-        )
+        report = dispatch(system.db, system.broker, minute - dt.timedelta(minutes=back), jobs=jobs)
         assert report.held
     # when released with run-missed,
     from workers import registry
@@ -201,30 +203,30 @@ def test_hold_then_release_run_missed(embedded: Embedded) -> None:
     registry_jobs = {**original(), **jobs}
     try:
         control.all_jobs = lambda: registry_jobs  # type: ignore[attr-defined]
-        queued = control.release(embedded.db, embedded.broker, "run-missed")
+        queued = control.release(system.db, system.broker, "run-missed")
     finally:
         control.all_jobs = original  # type: ignore[attr-defined]
-    embedded.drain()
+    system.drain()
     # then the job ran once for everything it missed, not three times.
     assert "t_count" in queued
-    assert [r.trigger for r in runs(embedded, "t_count")] == ["schedule", "catchup"]
+    assert [r.trigger for r in runs(system, "t_count")] == ["schedule", "catchup"]
 
 
-def test_hold_then_release_reschedule(embedded: Embedded) -> None:
+def test_hold_then_release_reschedule(system: Embedded) -> None:
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
-    control.hold(embedded.db)
-    dispatch(embedded.db, embedded.broker, minute - dt.timedelta(minutes=2), jobs=jobs)
-    queued = control.release(embedded.db, embedded.broker, "reschedule")
+    control.hold(system.db)
+    dispatch(system.db, system.broker, minute - dt.timedelta(minutes=2), jobs=jobs)
+    queued = control.release(system.db, system.broker, "reschedule")
     assert queued == []
-    dispatch(embedded.db, embedded.broker, minute, jobs=jobs)
-    embedded.drain()
-    assert [r.scheduled_for for r in runs(embedded, "t_count")] == [minute]
+    dispatch(system.db, system.broker, minute, jobs=jobs)
+    system.drain()
+    assert [r.scheduled_for for r in runs(system, "t_count")] == [minute]
 
 
-def test_stale_running_run_is_reaped(embedded: Embedded) -> None:
+def test_stale_running_run_is_reaped(system: Embedded) -> None:
     # Given a run left running by a worker that vanished long ago,
-    with embedded.db.session() as s:
+    with system.db.session() as s:
         s.add(
             JobRun(
                 job_name="t_count",
@@ -234,7 +236,7 @@ def test_stale_running_run_is_reaped(embedded: Embedded) -> None:
             )
         )
     # when the next tick comes, then it is failed with the reason.
-    report = dispatch(embedded.db, embedded.broker, floor_minute(utcnow()), jobs={})
+    report = dispatch(system.db, system.broker, floor_minute(utcnow()), jobs={})
     assert report.reaped == 1
-    (run,) = runs(embedded, "t_count")
+    (run,) = runs(system, "t_count")
     assert run.status == "failed" and "worker lost" in (run.error or "")

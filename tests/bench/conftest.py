@@ -1,0 +1,1 @@
+"""Benchmarks print figures; they never assert on time (shared machines flake)."""
