@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickwork.errors import ScheduleError
-from workers.scheduler.schedules import parse_interval, parse_schedule
+from workers.scheduler.schedules import Schedule, parse_interval, parse_schedule
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 24, 10, 7, 13, tzinfo=UTC)
@@ -160,3 +160,80 @@ def test_fire_times_strictly_increase_and_skip_nothing(
     assert len(set(local)) == len(local)
     # fires_between over the same span yields exactly the same slots (none skipped).
     assert list(schedule.fires_between(start, fired[-1])) == fired
+
+
+_CRON_PART = {
+    "minute": st.sampled_from(["*", "0", "30", "*/5", "*/15", "0,30", "10-20", "59"]),
+    "hour": st.sampled_from(["*", "0", "2", "3", "*/6", "1-5", "23", "8,17"]),
+    "dom": st.sampled_from(["*", "1", "15", "1,15", "*/10", "31", "28-31"]),
+    "month": st.sampled_from(["*", "1", "3", "10", "3,10", "*/2", "jan", "nov"]),
+    "dow": st.sampled_from(["*", "0", "7", "1-5", "sat,sun", "mon", "5"]),
+    "second": st.sampled_from([None, "0", "30", "*/20", "0,45", "*"]),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    minute=_CRON_PART["minute"],
+    hour=_CRON_PART["hour"],
+    dom=_CRON_PART["dom"],
+    month=_CRON_PART["month"],
+    dow=_CRON_PART["dow"],
+    second=_CRON_PART["second"],
+    tz=st.sampled_from(
+        ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+    ),
+    start=st.datetimes(
+        min_value=dt.datetime(2025, 1, 1),
+        max_value=dt.datetime(2027, 12, 31),
+        timezones=st.just(dt.UTC),
+    ),
+)
+def test_fast_minute_match_agrees_with_croniter_walk(
+    minute: str,
+    hour: str,
+    dom: str,
+    month: str,
+    dow: str,
+    second: str | None,
+    tz: str,
+    start: dt.datetime,
+) -> None:
+    """Given any cron and any dispatcher-sized window (incl. DST days, seconds-first crons),
+    when the minute-matching fast path answers, then it is exactly croniter's answer."""
+    expr = " ".join(([second] if second else []) + [minute, hour, dom, month, dow])
+    schedule = parse_schedule(expr, tz)
+    begin = start.replace(second=0, microsecond=0) - dt.timedelta(seconds=1)
+    for window in (dt.timedelta(seconds=60), dt.timedelta(seconds=90)):
+        end = begin + window
+        fast = list(schedule.fires_between(begin, end))
+        walk = list(Schedule.fires_between(schedule, begin, end))
+        assert fast == walk, (expr, tz, begin)
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "minute_utc", "expected"),
+    [
+        # Given a daily 02:30 Paris job on the spring-forward day (02:00-03:00 does not exist)
+        # when the dispatcher asks about the minute after the gap, the slot is still found.
+        ("30 2 * * *", "Europe/Paris", "2026-03-29T01:00:00+00:00", None),
+        ("0 30 * * * *", "UTC", "2026-11-24T08:30:00+00:00", "2026-11-24T08:30:00+00:00"),
+        ("*/15 * * * *", "Asia/Kolkata", "2026-11-24T08:45:00+00:00", "2026-11-24T08:45:00+00:00"),
+    ],
+)
+def test_dispatcher_minute_windows(
+    expr: str, tz: str, minute_utc: str, expected: str | None
+) -> None:
+    schedule = parse_schedule(expr, tz)
+    minute = dt.datetime.fromisoformat(minute_utc)
+    got = list(
+        schedule.fires_between(minute - dt.timedelta(seconds=1), minute + dt.timedelta(seconds=59))
+    )
+    walk = list(
+        Schedule.fires_between(
+            schedule, minute - dt.timedelta(seconds=1), minute + dt.timedelta(seconds=59)
+        )
+    )
+    assert got == walk
+    if expected is not None:
+        assert got == [dt.datetime.fromisoformat(expected)]

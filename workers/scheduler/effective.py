@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from schema.scheduling import ScheduledJobConfig
@@ -28,20 +30,10 @@ def effective_schedule(spec: JobSpec, config: ScheduledJobConfig | None) -> Effe
     enabled = True if config is None else config.enabled
     notify = False if config is None else config.notify_on_success
     if config is not None and config.override_times:
-        tz = zone(spec.timezone)
-        schedule: Schedule = DailyTimesSchedule(
-            config.override_times, tz, times=parse_times(config.override_times)
-        )
+        schedule = _override_times(config.override_times, spec.timezone)
         return EffectiveSchedule(schedule, enabled, notify, "override times")
     if config is not None and config.override_interval_s:
-        interval = IntervalSchedule(
-            f"every {config.override_interval_s} seconds",
-            zone(spec.timezone),
-            every_s=config.override_interval_s,
-        )
-        if config.anchor_at is not None:
-            interval.anchor = config.anchor_at
-        schedule = interval
+        schedule = _override_interval(config.override_interval_s, spec.timezone, config.anchor_at)
         return EffectiveSchedule(schedule, enabled, notify, "override interval")
     if spec.schedule is None:
         return EffectiveSchedule(None, enabled, notify, "default")
@@ -49,3 +41,17 @@ def effective_schedule(spec: JobSpec, config: ScheduledJobConfig | None) -> Effe
     return EffectiveSchedule(
         parse_schedule(spec.schedule, spec.timezone, anchor=anchor), enabled, notify, "default"
     )
+
+
+# Cached like parse_schedule: the dispatcher asks on every tick for every job.
+@functools.lru_cache(maxsize=16_384)
+def _override_times(times: str, timezone: str) -> Schedule:
+    return DailyTimesSchedule(times, zone(timezone), times=parse_times(times))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _override_interval(every_s: int, timezone: str, anchor: dt.datetime | None) -> Schedule:
+    interval = IntervalSchedule(f"every {every_s} seconds", zone(timezone), every_s=every_s)
+    if anchor is not None:
+        interval.anchor = anchor
+    return interval
