@@ -369,14 +369,45 @@ def _cron(original: str, expr: str, tz: ZoneInfo) -> CronSchedule:
     except (CroniterBadCronError, ValueError, KeyError) as exc:
         raise ScheduleError(f"cron {original!r} is invalid: {exc}") from None
     all_fields = fields + ([seconds] if has_seconds else [])
+    expanded = _expand(it, all_fields, has_seconds)
+    if expanded is not None:
+        _check_day_exists(original, expanded)
     return CronSchedule(
         original,
         tz,
         cron=cron,
         has_seconds=has_seconds,
         fields=all_fields,
-        _expanded=_expand(it, all_fields, has_seconds),
+        _expanded=expanded,
     )
+
+
+_DAYS_IN_MONTH = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31,
+}
+
+
+def _check_day_exists(original: str, expanded: _Expanded) -> None:
+    """Reject crons whose day of month never occurs in their months (``0 0 31 2 *``)."""
+    _minutes, _hours, days, months, weekdays, _seconds = expanded
+    if days is None or months is None or weekdays is not None:
+        return
+    if not any(day <= _DAYS_IN_MONTH[month] for month in months for day in days):
+        raise ScheduleError(
+            f"cron {original!r} never fires: day of month {sorted(days)} "
+            f"does not occur in month {sorted(months)}"
+        )
 
 
 def _check_field(original: str, name: str, value: str, lo: int, hi: int) -> None:
