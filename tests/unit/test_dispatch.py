@@ -240,3 +240,19 @@ def test_stale_running_run_is_reaped(system: Embedded) -> None:
     assert report.reaped == 1
     (run,) = runs(system, "t_count")
     assert run.status == "failed" and "worker lost" in (run.error or "")
+
+
+def test_a_broken_override_does_not_stop_other_jobs(system: Embedded) -> None:
+    # Given one job whose stored override is unreadable (written around the CLI/API checks)
+    minute = floor_minute(utcnow())
+    with system.db.session() as s:
+        s.add(ScheduledJobConfig(job_name="t_fail", override_times="25:00"))
+    jobs = {**tj.scheduled("t_count"), **tj.scheduled("t_fail")}
+    # when a tick comes,
+    report = dispatch(system.db, system.broker, minute, jobs=jobs)
+    system.drain()
+    # then the healthy job still ran, and the report names the broken one and why.
+    assert [r.status for r in runs(system, "t_count")] == ["succeeded"]
+    assert runs(system, "t_fail") == []
+    assert report.errors and report.errors[0][0] == "t_fail"
+    assert "25:00" in report.errors[0][1]

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
+from tickwork.errors import ScheduleError
 from workers.registry import JobSpec, all_jobs
 from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run, republish_stranded
@@ -43,6 +44,7 @@ class DispatchReport:
     caught_up: list[tuple[str, dt.datetime]] = field(default_factory=list)
     reaped: int = 0
     republished: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (job, why not dispatched)
 
 
 def floor_minute(t: dt.datetime) -> dt.datetime:
@@ -110,7 +112,13 @@ def dispatch(
             )
         )
         for spec in jobs.values():
-            effective = effective_schedule(spec, configs.get(spec.name))
+            try:
+                effective = effective_schedule(spec, configs.get(spec.name))
+            except ScheduleError as exc:
+                # One bad override must not stop every other job's dispatch.
+                logger.error("job %s not dispatched: %s", spec.name, exc)
+                report.errors.append((spec.name, str(exc)))
+                continue
             if effective.schedule is None or not effective.enabled:
                 continue
             schedule = effective.schedule
