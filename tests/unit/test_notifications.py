@@ -100,3 +100,27 @@ def test_success_without_output_is_never_mailed(mailing_system: tuple[Any, Inbox
     _run(runtime, "t_silent")
     assert tj.calls == ["t_silent"]
     assert inbox.messages == []
+
+
+def test_run_reaped_after_its_worker_died_is_emailed(mailing_system: tuple[Any, Inbox]) -> None:
+    # Given a run left "running" by a worker that died two hours ago,
+    runtime, inbox = mailing_system
+    import datetime as dt
+
+    from schema.scheduling import JobRun
+
+    with runtime.db.session() as s:
+        s.add(
+            JobRun(
+                job_name="t_count",
+                status="running",
+                trigger="manual",
+                started_at=utcnow() - dt.timedelta(hours=2),
+            )
+        )
+    # when the next tick reaps it,
+    dispatch(runtime.db, runtime.broker, floor_minute(utcnow()), jobs={})
+    # then the operators hear about it like any other failure.
+    (mail,) = inbox.messages
+    assert "t_count FAILED" in mail["Subject"]
+    assert "worker lost" in mail.get_payload(decode=True).decode()  # type: ignore[union-attr]

@@ -95,7 +95,7 @@ class RunRecordMiddleware(Middleware):
                     "time (killed or out of memory)"
                 )
                 session.flush()
-                self._finished(run)
+                self.finished(run)
                 message.fail()  # nacked: it goes to the dead-letter queue for inspection
                 raise SkipMessage(run.error)
             run.status = "running"
@@ -157,13 +157,14 @@ class RunRecordMiddleware(Middleware):
 
         run = _with_db_retries(record)
         if run is not None and run.status in FINISHED_STATUSES:
-            self._finished(run)
+            self.finished(run)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._contexts.pop(message.message_id, None)
         set_current_run(None)
 
-    def _finished(self, run: JobRun) -> None:
+    def finished(self, run: JobRun) -> None:
+        """Call every on_finished hook (also used for runs the dispatcher reaps)."""
         for hook in self.on_finished:
             try:
                 hook(run)

@@ -42,7 +42,7 @@ class DispatchReport:
     queued: list[tuple[str, dt.datetime]] = field(default_factory=list)
     skipped: list[tuple[str, dt.datetime, str]] = field(default_factory=list)
     caught_up: list[tuple[str, dt.datetime]] = field(default_factory=list)
-    reaped: int = 0
+    reaped: list[int] = field(default_factory=list)  # ids of runs failed as "worker lost"
     republished: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (job, why not dispatched)
 
@@ -138,7 +138,17 @@ def dispatch(
             for slot in schedule.fires_between(current_start, end):
                 _queue(session, spec, slot, "schedule", busy, report, to_publish)
         state.dispatched_until = end
-        report.reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
+        reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
+        session.flush()
+        report.reaped = [run.id for run in reaped]
+
+    # Reaped runs are failures like any other: the on_finished hooks (e-mail) hear of them.
+    if reaped:
+        from workers.broker import run_record_middleware
+
+        hooks = run_record_middleware(broker)
+        for lost in reaped:
+            hooks.finished(lost)
 
     for run_id, job_name, _slot in to_publish:
         with db.session() as session:
@@ -185,14 +195,14 @@ def _queue(
 
 def reap_stale_runs(
     session: Session, now: dt.datetime, jobs: dict[str, JobSpec], default_limit_s: int
-) -> int:
+) -> list[JobRun]:
     """Fail runs left ``running`` past their time limit: their worker is gone.
 
     Nothing legitimately runs past its time limit (Dramatiq's TimeLimit stops it), so a
     run still ``running`` after limit + grace lost its worker; a record must never
     stay ``running`` forever.
     """
-    reaped = 0
+    reaped: list[JobRun] = []
     stale = session.scalars(
         select(JobRun).where(JobRun.status == "running").with_for_update(skip_locked=True)
     )
@@ -211,7 +221,7 @@ def reap_stale_runs(
                 f"worker lost: still running {int((now - run.started_at).total_seconds())} s "
                 f"after start, past its time limit of {int(limit.total_seconds())} s with grace"
             )
-            reaped += 1
+            reaped.append(run)
     return reaped
 
 
