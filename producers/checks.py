@@ -10,10 +10,12 @@ from tickwork.errors import ScheduleError, TickworkError, UnknownJobError
 from tickwork.settings import Settings
 
 
-def check_registered_schedules() -> None:
-    """Every declared job's schedule parses; raises naming the job otherwise."""
-    import workers.jobs  # noqa: F401
-    from workers.registry import all_jobs
+def check_registered_schedules(settings: Settings) -> None:
+    """Every declared job (built-in and ``TICKWORK_JOB_MODULES``) has a schedule that parses;
+    raises naming the job otherwise."""
+    from workers.registry import all_jobs, import_job_modules
+
+    import_job_modules(settings)
     from workers.scheduler.schedules import parse_schedule
 
     for spec in all_jobs().values():
@@ -98,7 +100,7 @@ def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
     def schedules() -> str:
         from workers.registry import all_jobs
 
-        check_registered_schedules()
+        check_registered_schedules(settings)
         if db_holder:
             check_configured_jobs(db_holder[0])
         return f"{len(all_jobs())} jobs, every schedule valid"

@@ -25,7 +25,7 @@ class EmbeddedSystem:
     def __init__(self, settings: Settings) -> None:
         from producers.checks import check_registered_schedules
 
-        check_registered_schedules()
+        check_registered_schedules(settings)
         self.settings = settings
         self.db = Database(settings)
         migrate.upgrade(self.db.engine)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     max_retries: int = Field(
         5, ge=0, le=100, description="Default retries of a failing job before its run is failed."
     )
+    job_modules: str = Field(
+        "",
+        description="Comma-separated Python modules that declare your own `@job`s; "
+        "every process imports them.",
+    )
     min_backoff_ms: int = Field(
         1_000, ge=1, description="First retry delay; doubles each retry, with jitter."
     )
@@ -159,6 +164,18 @@ class Settings(BaseSettings):
             raise ValueError("may hold only letters, digits, '-', '_' and '.'")
         return value
 
+    @field_validator("job_modules")
+    @classmethod
+    def _check_job_modules(cls, value: str) -> str:
+        for name in (part.strip() for part in value.split(",")):
+            if name and not all(piece.isidentifier() for piece in name.split(".")):
+                raise ValueError(f"{name!r} is not a Python module name")
+        return value
+
+    @property
+    def job_module_names(self) -> list[str]:
+        return [part.strip() for part in self.job_modules.split(",") if part.strip()]
+
     @field_validator("fernet_key")
     @classmethod
     def _check_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -247,5 +264,19 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise ConfigError(_describe(exc.errors()[0])) from None
 
 
+def write_settings_table(readme: Path) -> None:
+    """Replace the table between the README's settings-table markers."""
+    start, end = "<!-- settings-table:start -->\n", "\n<!-- settings-table:end -->"
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + start + settings_table() + end + tail)
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:  # python -m tickwork.settings --write README.md
+        write_settings_table(Path(sys.argv[2] if len(sys.argv) > 2 else "README.md"))
+    else:
+        print(settings_table())

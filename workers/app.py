@@ -48,5 +48,5 @@ def setup() -> None:
 
     settings = load_settings()
     logging.getLogger("pika").setLevel(logging.WARNING)
-    check_registered_schedules()
+    check_registered_schedules(settings)
     build_runtime(settings)

@@ -8,13 +8,14 @@ broker the process actually uses (with the configured queue prefix).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dramatiq
 
-from tickwork.errors import UnknownJobError
+from tickwork.errors import ConfigError, UnknownJobError
 from tickwork.settings import Settings
 from workers import queues
 from workers.context import JobResult, RunContext, current_run
@@ -129,9 +130,22 @@ def _run(spec: JobSpec) -> Callable[..., None]:
     return run_job
 
 
+def import_job_modules(settings: Settings) -> None:
+    """Import the built-in jobs and the user's ``TICKWORK_JOB_MODULES`` (declares them)."""
+    import workers.jobs  # noqa: F401  (declares the built-in jobs)
+
+    for name in settings.job_module_names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"TICKWORK_JOB_MODULES: cannot import {name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
 def bind_jobs(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Create one actor per declared job on ``broker``; returns them by job name."""
-    import workers.jobs  # noqa: F401  (declares the built-in jobs)
+    import_job_modules(settings)
 
     actors: dict[str, dramatiq.Actor[Any, Any]] = {}
     for spec in all_jobs().values():

@@ -25,9 +25,11 @@ class Format(StrEnum):
 
 
 def _db() -> Database:
-    import workers.jobs  # noqa: F401  (declare built-in jobs)
+    from workers.registry import import_job_modules
 
-    return Database(settings())
+    config = settings()
+    import_job_modules(config)  # built-in jobs and TICKWORK_JOB_MODULES
+    return Database(config)
 
 
 def _broker(db: Database):  # type: ignore[no-untyped-def]

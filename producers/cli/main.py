@@ -204,7 +204,7 @@ def scheduler() -> None:
     from workers.app import build_runtime
     from workers.scheduler.loop import run_periodiq
 
-    check_registered_schedules()
+    check_registered_schedules(config)
     runtime = build_runtime(config)
     run_periodiq(runtime.broker)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_tickwork
+from tests.conftest import REPO_ROOT, run_tickwork
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,22 @@ def test_hold_and_release_from_the_cli(tmp_path: Path) -> None:
     assert all(j["next_run"] is None for j in listed)  # held: nothing will run
     released = run_tickwork("release", "--reschedule", cwd=tmp_path)
     assert released.returncode == 0 and released.stdout.startswith("released")
+
+
+def test_own_job_modules_are_listed_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    # Given a user's module of jobs next to the project,
+    (tmp_path / "my_jobs.py").write_text(
+        "from workers.registry import job\n"
+        "@job(description='nightly report', schedule='0 2 * * *', timezone='Europe/Paris')\n"
+        "def nightly_report(ctx):\n    return 0\n"
+    )
+    env = {"TICKWORK_JOB_MODULES": "my_jobs", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
+    # when the jobs are listed, then the user's job is there with its schedule;
+    listed = json.loads(run_tickwork("jobs", "--format", "json", cwd=tmp_path, **env).stdout)
+    (mine,) = [j for j in listed if j["name"] == "nightly_report"]
+    assert mine["schedule"] == "0 2 * * *"
+    # and a module that does not exist stops `check` with one line naming it.
+    bad = run_tickwork("check", cwd=tmp_path, TICKWORK_JOB_MODULES="my_jobz")
+    assert bad.returncode != 0
+    assert "my_jobz" in bad.stdout + bad.stderr

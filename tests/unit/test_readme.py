@@ -26,4 +26,4 @@ def test_readme_run_command_is_the_embedded_mode() -> None:
 def test_configuration_table_matches_the_settings() -> None:
     start, end = "<!-- settings-table:start -->\n", "\n<!-- settings-table:end -->"
     block = README.split(start)[1].split(end)[0]
-    assert block == settings_table(), "regenerate with: python -m tickwork.settings"
+    assert block == settings_table(), "run: python -m tickwork.settings --write README.md"
