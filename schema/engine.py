@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from schema.crypto import set_encryption_keys
@@ -35,7 +35,9 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
+    # Every worker thread holds a connection while it records a run; a pool smaller than
+    # the thread count makes the overflow reconnect on every message.
+    kwargs.setdefault("pool_size", settings.worker_threads + 4)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
 
@@ -66,6 +68,7 @@ class Database:
         configure_encryption(settings)
         self.engine = make_engine(settings, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._statements: Engine | None = None
 
     @property
     def is_postgresql(self) -> bool:
@@ -77,5 +80,30 @@ class Database:
         with self.sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for ONE statement, committed by the server as it runs (autocommit).
+
+        The worker's run-record writes are single Core ``INSERT/UPDATE ... RETURNING``
+        statements on the path of every message; without BEGIN, COMMIT and a pre-ping
+        they cost one round trip instead of four. Use :meth:`session` for anything more.
+        """
+        if self.engine.dialect.name != "postgresql":
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        if self._statements is None:
+            self._statements = make_engine(
+                self.settings,
+                isolation_level="AUTOCOMMIT",
+                pool_pre_ping=False,  # a dropped connection fails once; callers retry
+                pool_size=self.settings.worker_threads + 2,
+            )
+        with self._statements.connect() as connection:
+            yield connection
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._statements is not None:
+            self._statements.dispose()
+            self._statements = None

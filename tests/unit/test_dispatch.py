@@ -256,3 +256,46 @@ def test_a_broken_override_does_not_stop_other_jobs(system: Embedded) -> None:
     assert runs(system, "t_fail") == []
     assert report.errors and report.errors[0][0] == "t_fail"
     assert "25:00" in report.errors[0][1]
+
+
+def test_run_whose_workers_keep_dying_is_failed_and_dead_lettered(system: Embedded) -> None:
+    # Given a run delivered again and again to workers that died mid-run (SIGKILL/OOM:
+    # Dramatiq never counted those as retries),
+    with system.db.session() as s:
+        run = JobRun(
+            job_name="t_count",
+            status="running",
+            trigger="manual",
+            attempts=system.db.settings.max_redeliveries + 5,
+            started_at=utcnow(),
+        )
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    # when it is delivered once more,
+    system.broker.get_actor("t_count").send(run_id=run_id)
+    system.drain()
+    # then it does not run again: its record says why it was given up, durably,
+    (run,) = runs(system, "t_count")
+    assert tj.calls == []
+    assert run.status == "failed" and "gave up after" in (run.error or "")
+    # and the message is kept in the dead-letter queue for inspection.
+    deadline = time.monotonic() + 10
+    while dead_lettered(system) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)  # RabbitMQ: the nack lands just after the worker moves on
+    assert dead_lettered(system) == 1
+
+
+def dead_lettered(system: Embedded) -> int:
+    """Messages in the dead-letter queues (StubBroker's list, or RabbitMQ's .XQ queues)."""
+    broker = system.broker
+    if hasattr(broker, "dead_letters"):
+        return len(broker.dead_letters)
+    from dramatiq.common import xq_name
+
+    channel = broker.channel
+    return sum(
+        channel.queue_declare(xq_name(q), passive=True).method.message_count
+        for q in broker.get_declared_queues()
+        if not q.endswith((".DQ", ".XQ"))
+    )

@@ -8,19 +8,22 @@ reason instead of looping (Dramatiq does not count SIGKILL redeliveries as retri
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from schema.base import utcnow
 from schema.scheduling import FINISHED_STATUSES, JobRun
@@ -31,6 +34,8 @@ from workers.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
+T = TypeVar("T")
+_RUNS = cast(Table, JobRun.__table__)
 
 
 def _worker_name() -> str:
@@ -61,58 +66,130 @@ class RunRecordMiddleware(Middleware):
             return
         runtime = self._runtime()
         settings = runtime.settings
-        run_id = message.kwargs.get("run_id")
-        with runtime.db.session() as session:
-            run: JobRun | None = None
-            if run_id is not None:
-                run = session.get(JobRun, run_id, with_for_update=True)
-            if run is None:
-                run = session.scalars(
-                    select(JobRun).where(JobRun.message_id == message.message_id).with_for_update()
-                ).first()
-            if run is None:
-                run = JobRun(
-                    job_name=message.actor_name,
-                    trigger="message",
-                    message_id=message.message_id,
-                    status="queued",
-                )
-                session.add(run)
-                session.flush()
-            if run.status in FINISHED_STATUSES:
-                logger.info(
-                    "run %s of %s already %s: message dropped", run.id, run.job_name, run.status
-                )
-                raise SkipMessage(f"run {run.id} already {run.status}")
-            retries = int(message.options.get("retries", 0))
-            limit = retries + settings.max_redeliveries
-            if run.status == "running" and run.attempts >= limit:
-                # The previous deliveries never came back: their worker died.
-                run.status = "failed"
-                run.finished_at = utcnow()
-                run.error = (
-                    f"gave up after {run.attempts} deliveries: the worker running it died each "
-                    "time (killed or out of memory)"
-                )
-                session.flush()
-                self.finished(run)
-                message.fail()  # nacked: it goes to the dead-letter queue for inspection
-                raise SkipMessage(run.error)
-            run.status = "running"
-            run.started_at = utcnow()
-            run.attempts += 1
-            run.worker = _worker_name()
-            run.message_id = run.message_id or message.message_id
-            ctx = RunContext(
-                run_id=run.id,
-                job_name=run.job_name,
-                scheduled_for=run.scheduled_for,
-                settings=settings,
-                db=runtime.db,
-            )
+        limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
+        started: tuple[int, str, dt.datetime | None] | JobRun | None
+
+        def fast() -> tuple[int, str, dt.datetime | None] | None:
+            # One statement: mark the run started (or create it for a plain message).
+            # It matches nothing when the run is finished or its worker keeps dying.
+            with runtime.db.statement() as connection:
+                return self._start(connection, message, limit)
+
+        started = _with_db_retries(fast, what="record run start")
+        if started is None:
+            with runtime.db.session() as session:  # the careful path decides what to do
+                started = self._start_carefully(session, message, limit)
+        if isinstance(started, JobRun):
+            # Committed above; now tell the hooks, and dead-letter the message.
+            self.finished(started)
+            message.fail()  # nacked: it goes to the dead-letter queue for inspection
+            raise SkipMessage(started.error)
+        if started is None:
+            raise SkipMessage("run already finished")
+        run_id, job_name, scheduled_for = started
+        ctx = RunContext(
+            run_id=run_id,
+            job_name=job_name,
+            scheduled_for=scheduled_for,
+            settings=settings,
+            db=runtime.db,
+        )
         set_current_run(ctx)
         message.options["tickwork_run_id"] = ctx.run_id
         self._contexts[message.message_id] = ctx
+
+    def _start(
+        self, connection: Connection, message: MessageProxy, limit: int
+    ) -> tuple[int, str, dt.datetime | None] | None:
+        # Core statements on the table: the ORM's bulk machinery cost more CPU per
+        # message than the database did.
+        now = utcnow()
+        run_id = message.kwargs.get("run_id")
+        returning = (_RUNS.c.id, _RUNS.c.job_name, _RUNS.c.scheduled_for)
+        if run_id is not None:
+            stmt: Any = (
+                _RUNS.update()
+                .where(
+                    _RUNS.c.id == run_id,
+                    _RUNS.c.status.not_in(FINISHED_STATUSES),
+                    ~((_RUNS.c.status == "running") & (_RUNS.c.attempts >= limit)),
+                )
+                .values(
+                    status="running",
+                    started_at=now,
+                    attempts=_RUNS.c.attempts + 1,
+                    worker=_worker_name(),
+                    message_id=func.coalesce(_RUNS.c.message_id, message.message_id),
+                )
+                .returning(*returning)
+            )
+        else:
+            dialect = connection.dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = (
+                insert(_RUNS)
+                .values(
+                    job_name=message.actor_name,
+                    trigger="message",
+                    message_id=message.message_id,
+                    status="running",
+                    queued_at=_sent_at(message) or now,
+                    started_at=now,
+                    attempts=1,
+                    records_processed=0,
+                    output="",
+                    worker=_worker_name(),
+                )
+                .on_conflict_do_nothing()
+                .returning(*returning)
+            )
+        row = connection.execute(stmt).one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _start_carefully(
+        self, session: Session, message: MessageProxy, limit: int
+    ) -> tuple[int, str, dt.datetime | None] | JobRun | None:
+        """The run is finished (None), given up on after its workers kept dying (the
+        failed run, to be committed before the message is dead-lettered), or missing."""
+        run_id = message.kwargs.get("run_id")
+        run: JobRun | None = None
+        if run_id is not None:
+            run = session.get(JobRun, run_id, with_for_update=True)
+        if run is None:
+            run = session.scalars(
+                select(JobRun).where(JobRun.message_id == message.message_id).with_for_update()
+            ).first()
+        if run is None:
+            run = JobRun(
+                job_name=message.actor_name,
+                trigger="message",
+                message_id=message.message_id,
+                status="queued",
+            )
+            session.add(run)
+            session.flush()
+        if run.status in FINISHED_STATUSES:
+            logger.info(
+                "run %s of %s already %s: message dropped", run.id, run.job_name, run.status
+            )
+            return None
+        if run.status == "running" and run.attempts >= limit:
+            # The previous deliveries never came back: their worker died.
+            run.status = "failed"
+            run.finished_at = utcnow()
+            run.error = (
+                f"gave up after {run.attempts} deliveries: the worker running it died each "
+                "time (killed or out of memory)"
+            )
+            session.flush()
+            return run
+        run.status = "running"
+        run.started_at = utcnow()
+        run.attempts += 1
+        run.worker = _worker_name()
+        run.message_id = run.message_id or message.message_id
+        session.flush()
+        return run.id, run.job_name, run.scheduled_for
 
     # --- after ----------------------------------------------------------------------
     def after_process_message(
@@ -129,33 +206,38 @@ class RunRecordMiddleware(Middleware):
             return
         finished = utcnow()
 
-        def record() -> JobRun:
-            with self._runtime().db.session() as session:
-                run = session.get(JobRun, ctx.run_id, with_for_update=True)
-                assert run is not None
-                if exception is None and not message.failed:
-                    outcome = ctx.result or JobResult()
-                    run.status = "skipped" if outcome.skipped else "succeeded"
-                    run.skip_reason = outcome.skipped
-                    run.records_processed = outcome.records_processed or ctx.records_processed
-                    run.output = (
-                        scrub("\n".join(p for p in (ctx.output, outcome.output) if p)) or ""
-                    )
-                    run.error = None
-                    run.finished_at = finished
-                else:
-                    run.records_processed = ctx.records_processed
-                    run.output = scrub(ctx.output) or ""
-                    run.error = scrub(_describe(exception))
-                    if message.failed:
-                        run.status = "failed"
-                        run.finished_at = finished
-                    else:
-                        run.status = "queued"  # Retries has re-enqueued it with a backoff
-                session.flush()
-                return run
+        if exception is None and not message.failed:
+            outcome = ctx.result or JobResult()
+            values: dict[str, Any] = {
+                "status": "skipped" if outcome.skipped else "succeeded",
+                "skip_reason": outcome.skipped,
+                "records_processed": outcome.records_processed or ctx.records_processed,
+                "output": scrub("\n".join(p for p in (ctx.output, outcome.output) if p)) or "",
+                "error": None,
+                "finished_at": finished,
+            }
+        else:
+            values = {
+                "records_processed": ctx.records_processed,
+                "output": scrub(ctx.output) or "",
+                "error": scrub(_describe(exception)),
+                # Failed for good, or re-enqueued by Retries with a backoff.
+                "status": "failed" if message.failed else "queued",
+                "finished_at": finished if message.failed else None,
+            }
 
-        run = _with_db_retries(record)
+        def record() -> JobRun:
+            with self._runtime().db.statement() as connection:
+                stmt = _RUNS.update().where(_RUNS.c.id == ctx.run_id).values(**values)
+                row = connection.execute(stmt.returning(*_RUNS.c)).one()
+            return JobRun(**row._asdict())  # detached: what the on_finished hooks read
+
+        try:
+            run: JobRun | None = _with_db_retries(record)
+        except OperationalError:
+            # Never raise here: Dramatiq would treat the job as failed and retry a job that
+            # ran. The record stays "running"; the dispatcher reaps it past its time limit.
+            run = None
         if run is not None and run.status in FINISHED_STATUSES:
             self.finished(run)
 
@@ -172,6 +254,14 @@ class RunRecordMiddleware(Middleware):
                 logger.exception("run-finished hook %r failed for run %s", hook, run.id)
 
 
+def _sent_at(message: MessageProxy) -> dt.datetime | None:
+    """When the producer sent the message (Dramatiq stamps it in ms since the epoch)."""
+    stamp = getattr(message, "message_timestamp", None)
+    if not stamp:
+        return None
+    return dt.datetime.fromtimestamp(stamp / 1000, tz=dt.UTC)
+
+
 def _describe(exception: BaseException | None) -> str:
     if exception is None:
         return "message failed before the job ran (too old, or rejected by middleware)"
@@ -182,16 +272,17 @@ def _describe(exception: BaseException | None) -> str:
     return "".join(traceback.format_exception(exception, limit=20)).strip()
 
 
-def _with_db_retries(fn: Callable[[], JobRun], attempts: int = 6) -> JobRun | None:
-    """Retry a short write while the database restarts (about 30 s in all)."""
+def _with_db_retries(fn: Callable[[], T], attempts: int = 6, what: str = "record run outcome") -> T:
+    """Retry a short write while the database restarts (about 30 s in all); then raise."""
     delay_s = 0.5
     for attempt in range(attempts):
         try:
             return fn()
         except OperationalError:
             if attempt == attempts - 1:
-                logger.exception("could not record run outcome: database unreachable")
-                return None
+                logger.exception("could not %s: database unreachable", what)
+                raise
+            logger.warning("could not %s (attempt %s): retrying", what, attempt + 1)
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 8)
-    return None
+    raise AssertionError("unreachable")

@@ -1,0 +1,128 @@
+"""The benchmark suite: ``python -m tests.bench`` (or ``bash scripts/bench.sh``).
+
+Runs, in this one process tree and session, the reference benchmarks of
+``../shared/bench`` (raw pika, bare Dramatiq, Celery) and then tickwork's own, on the same
+RabbitMQ and PostgreSQL, each for several rounds; prints the absolute figures (median and
+spread) and the ratios against the references with the goals of issue 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+from tests.bench import anchors, measures
+from tests.bench.figures import Comparison, Results, render
+
+COMPARISONS = [
+    Comparison(
+        "enqueue: tickwork send / bare Dramatiq send",
+        "tickwork enqueue (actor.send)",
+        "bare Dramatiq enqueue",
+        0.8,
+    ),
+    Comparison(
+        "drain, 1 process: tickwork / bare Dramatiq",
+        "tickwork drain, 1 worker process",
+        "bare Dramatiq drain",
+        0.9,
+    ),
+    Comparison(
+        "drain, 2 processes: tickwork / bare Dramatiq (1 process)",
+        "tickwork drain, 2 worker processes",
+        "bare Dramatiq drain",
+        0.9,
+    ),
+    Comparison(
+        "drain, 1 process: tickwork / Celery",
+        "tickwork drain, 1 worker process",
+        "Celery drain (incl. worker start)",
+        2.0,
+    ),
+    Comparison(
+        "drain, 1 process: tickwork / raw pika consume+ack",
+        "tickwork drain, 1 worker process",
+        "raw pika consume+ack",
+        None,
+    ),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="repeat each measurement (≥ 1)")
+    parser.add_argument("--messages", type=int, default=5000, help="messages per drain/enqueue")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: anchors,enqueue,drain,latency,dispatcher"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.messages < 100:
+        parser.error("--rounds must be ≥ 1 and --messages ≥ 100")
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()} or {
+        "anchors",
+        "enqueue",
+        "drain",
+        "latency",
+        "dispatcher",
+    }
+    results = Results()
+    n, rounds = args.messages, args.rounds
+    started = time.monotonic()
+
+    def step(title: str, measure: Callable[[], None]) -> None:
+        for k in range(rounds):
+            print(
+                f"[{time.monotonic() - started:6.0f} s] {title}: round {k + 1}/{rounds}", flush=True
+            )
+            measure()
+
+    amqp = measures.AMQP_URL
+    if "anchors" in wanted:
+        step("reference: raw pika", lambda: anchors.measure_pika(results, n, amqp))
+        step(
+            "reference: bare Dramatiq",
+            lambda: anchors.measure_dramatiq(results, n, args.threads, amqp),
+        )
+        step("reference: Celery", lambda: anchors.measure_celery(results, n, amqp))
+    with measures.bench_env() as env:
+        if "enqueue" in wanted:
+            step("tickwork: enqueue", lambda: measures.measure_enqueue(results, env, n))
+        if "drain" in wanted:
+            for processes in (1, 2):
+                step(
+                    f"tickwork: drain with {processes} worker process(es)",
+                    lambda p=processes: measures.measure_drain(results, env, n, p),
+                )
+        if "latency" in wanted:
+            step(
+                "tickwork: enqueue→start latency",
+                lambda: measures.measure_latency(results, env, 200),
+            )
+    if "dispatcher" in wanted:
+        for count in (100, 1_000, 10_000):
+            step(
+                f"tickwork: dispatcher at {count:,} schedules",
+                lambda c=count: measures.measure_dispatcher(results, c),
+            )
+
+    print()
+    print(
+        f"machine: {platform.machine()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {_cpus()} CPUs; rounds={rounds}, messages={n}"
+    )
+    print(render(results, COMPARISONS))
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
