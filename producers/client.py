@@ -195,25 +195,7 @@ class InstallClient:
     def cancel_job(self, job_id: int) -> str:
         """Cancel now if it has not started ("canceled"); else ask run_flows to stop before
         its next step ("cancel requested")."""
-        _check_id("job_id", job_id)
-        now = utcnow()
-        with self.db.session() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise JobNotFound(f"job {job_id} does not exist")
-            if job.status not in ("created", "started"):
-                raise JobAlreadyFinished(f"job {job_id} is already {job.status}")
-            job.cancel_requested_at = now
-            job.edited_at = now
-            outcome = "cancel requested"
-            if job.status == "created":
-                job.status = "canceled"
-                job.canceled_at = now
-                job.exception = JOB_CANCELED
-                outcome = "canceled"
-        if outcome == "canceled":
-            emit(self.settings, "job", job_id, "canceled", message=JOB_CANCELED)
-        return outcome
+        return cancel_job(self.db, self.settings, job_id)
 
     # --- preflights ------------------------------------------------------------------
     def request_preflight(self, *, plan_id: int, org_id: str, user_id: int) -> int:
@@ -365,6 +347,29 @@ class InstallClient:
                 .where(model.id == row_id)
                 .values(status="failed", exception=f"not queued: {exc}", is_valid=False)
             )
+
+
+def cancel_job(db: Database, settings: Settings, job_id: int) -> str:
+    """See :meth:`InstallClient.cancel_job` (also usable without a broker)."""
+    _check_id("job_id", job_id)
+    now = utcnow()
+    with db.session() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        if job.status not in ("created", "started"):
+            raise JobAlreadyFinished(f"job {job_id} is already {job.status}")
+        job.cancel_requested_at = now
+        job.edited_at = now
+        outcome = "cancel requested"
+        if job.status == "created":
+            job.status = "canceled"
+            job.canceled_at = now
+            job.exception = JOB_CANCELED
+            outcome = "canceled"
+    if outcome == "canceled":
+        emit(settings, "job", job_id, "canceled", message=JOB_CANCELED)
+    return outcome
 
 
 def _check_id(name: str, value: object) -> None:

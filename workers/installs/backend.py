@@ -260,7 +260,7 @@ class LocalOrgBackend:
         except Exception as exc:
             text = "".join(traceback.format_exception(exc, limit=20))
             raise StepFailed(
-                f"step {step.name!r} raised {type(exc).__name__}: {exc}",
+                scrub(f"step {step.name!r} raised {type(exc).__name__}: {exc}", org.secrets) or "",
                 scrub(text, org.secrets) or "",
             ) from exc
         return _as_outcome(result, org)
@@ -297,8 +297,12 @@ class LocalOrgBackend:
 
 
 def _looks_like_callable(path: str) -> bool:
-    head = path.split(":", 1)[0]
-    return " " not in path and all(p.isidentifier() for p in head.split("."))
+    """Checks have no kind: ``pkg.module:fn`` is a callable, anything else a command."""
+    module, sep, name = path.partition(":")
+    if not sep:
+        module, _, name = path.rpartition(".")
+    parts = [*module.split("."), name]
+    return bool(module) and all(p.isidentifier() for p in parts)
 
 
 def _as_outcome(result: Any, org: OrgRef) -> StepOutcome:
