@@ -167,3 +167,38 @@ def test_expired_preflights_are_not_ready() -> None:
         status="complete", is_valid=True, results={}, created_at=now - dt.timedelta(minutes=10)
     )
     assert is_ready(fresh, settings, now) and not is_ready(old, settings, now)
+
+
+def test_the_minute_sweep_enqueues_a_job_whose_immediate_enqueue_was_lost(
+    embedded: Embedded,
+) -> None:
+    from schema.scheduling import JobRun
+    from workers.scheduler import control
+
+    db = embedded.db
+    plan = make_plan(db, [("One", "task", "tests.install_data:ok_step", True)])
+    user = make_user(db)
+    # Given a job committed by a service that crashed before sending its enqueue message,
+    with db.session() as s:
+        job = Job(plan_id=plan.plan_id, org_id="00DLOST", user_id=user, steps=plan.step_ids)
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    # when the scheduled enqueuer runs,
+    run_id = control.trigger(db, embedded.broker, "enqueuer")
+    embedded.drain()
+    embedded.drain()
+    # then the job is enqueued and installed, and the run says how many it enqueued;
+    with db.session() as s:
+        run = s.get(JobRun, run_id)
+        job = s.get(Job, job_id)
+        assert run is not None and job is not None
+        assert run.status == "succeeded" and run.records_processed == 1
+        assert job.status == "complete"
+    # with nothing waiting, the next run is skipped with the reason.
+    again = control.trigger(db, embedded.broker, "enqueuer")
+    embedded.drain()
+    with db.session() as s:
+        run = s.get(JobRun, again)
+        assert run is not None and run.status == "skipped"
+        assert run.skip_reason == "no install job is waiting to be enqueued"

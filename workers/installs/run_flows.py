@@ -39,6 +39,8 @@ from workers.installs.common import EVENT_STATUS, JOB_CANCELED, JOB_INTERRUPTED,
 
 logger = logging.getLogger(__name__)
 
+ORG_BUSY = "Another installation is already running on this org."
+
 
 @dataclass
 class _Started:
@@ -58,13 +60,11 @@ def run_flows(
     started = _start(db, settings, job_id, message_id)
     if isinstance(started, str):
         return started
-    emit(settings, "job", job_id, "started")
     secrets = started.org.secrets
     try:
         for step in started.steps:
-            if _cancel_requested(db, job_id):
+            if not _begin_step(db, job_id, step):
                 return _finish(db, settings, job_id, "canceled", JOB_CANCELED)
-            _append_log(db, job_id, f"Running step {step.name!r}")
             begun = utcnow()
             try:
                 outcome = with_backoff(
@@ -102,7 +102,19 @@ def run_flows(
 
 
 def _start(db: Database, settings: Settings, job_id: int, message_id: str) -> _Started | str:
-    """Move the job to ``started``, or say why it must not run (and end it if needed)."""
+    """Move the job to ``started`` in one transaction, or say why it must not run (and
+    end it when it must not run again)."""
+    try:
+        return _start_in_transaction(db, settings, job_id, message_id)
+    except IntegrityError:
+        # The one-started-job-per-org index caught a race the check above could not see.
+        return _finish(db, settings, job_id, "failed", ORG_BUSY, ("created",))
+
+
+def _start_in_transaction(
+    db: Database, settings: Settings, job_id: int, message_id: str
+) -> _Started | str:
+    ended: tuple[str, str] | None = None
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
@@ -118,25 +130,25 @@ def _start(db: Database, settings: Settings, job_id: int, message_id: str) -> _S
             return "stray"
         if job.status not in ("created", "started"):
             return job.status  # already finished: a duplicate delivery
-        was_started = job.status == "started"
-        cancel_requested = job.cancel_requested_at is not None
-    if was_started:
-        # Its worker died mid-run: steps may have changed the org; never run them again.
-        return _finish(
-            db, settings, job_id, "canceled", JOB_INTERRUPTED, from_statuses=("started",)
-        )
-    if cancel_requested:
-        return _finish(db, settings, job_id, "canceled", JOB_CANCELED, from_statuses=("created",))
-    try:
-        with db.session() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            assert job is not None
-            if job.status != "created":
-                return job.status
+        now = utcnow()
+        if job.status == "started":
+            # Its worker died mid-run: steps may have changed the org; never run them again.
+            ended = ("canceled", JOB_INTERRUPTED)
+        elif job.cancel_requested_at is not None:
+            ended = ("canceled", JOB_CANCELED)
+        elif session.scalar(
+            select(Job.id).where(Job.org_id == job.org_id, Job.status == "started").limit(1)
+        ):
+            ended = ("failed", ORG_BUSY)
+        else:
             job.status = "started"
-            job.started_at = utcnow()
-            job.edited_at = job.started_at
-            session.flush()
+            job.started_at = job.edited_at = now
+        if ended is not None:
+            job.status, job.exception = ended
+            job.edited_at = now
+            if ended[0] == "canceled":
+                job.canceled_at = now
+        else:
             org = org_ref(session, job.org_id, job.user_id)
             selected = [int(s) for s in job.steps]
             rows = session.scalars(
@@ -146,34 +158,24 @@ def _start(db: Database, settings: Settings, job_id: int, message_id: str) -> _S
                 StepSpec(id=s.id, name=s.name, kind=s.kind, path=s.path)
                 for s in sorted(rows, key=lambda s: s.order)
             ]
-    except IntegrityError:
-        # The database's one-started-job-per-org index: another install holds the org.
-        return _finish(
-            db,
-            settings,
-            job_id,
-            "failed",
-            "Another installation is already running on this org.",
-            from_statuses=("created",),
-        )
+    if ended is not None:
+        emit(settings, "job", job_id, EVENT_STATUS[ended[0]], message=ended[1])
+        return ended[0]
+    emit(settings, "job", job_id, "started")
     return _Started(org=org, steps=steps)
 
 
-def _cancel_requested(db: Database, job_id: int) -> bool:
+def _begin_step(db: Database, job_id: int, step: StepSpec) -> bool:
+    """Log the step's start unless a cancel was asked for (or the job was ended)."""
     with db.session() as session:
         row = session.execute(
-            select(Job.status, Job.cancel_requested_at).where(Job.id == job_id)
+            select(Job.status, Job.cancel_requested_at).where(Job.id == job_id).with_for_update()
         ).first()
-    return row is None or row.status != "started" or row.cancel_requested_at is not None
-
-
-def _append_log(db: Database, job_id: int, line: str) -> None:
-    with db.session() as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(log=Job.log + line + "\n", edited_at=utcnow())
-        )
+        if row is None or row.status != "started" or row.cancel_requested_at is not None:
+            return False
+        values = {"log": Job.log + f"Running step {step.name!r}\n", "edited_at": utcnow()}
+        session.execute(update(Job).where(Job.id == job_id).values(values))
+    return True
 
 
 def _record_step(
