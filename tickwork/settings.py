@@ -129,6 +129,33 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
 
+    # --- installs ----------------------------------------------------------------------
+    org_backend: str = Field(
+        "workers.installs.backend:LocalOrgBackend",
+        description="OrgBackend class (module:Class) that runs steps and creates scratch orgs.",
+    )
+    install_step_timeout_s: int = Field(
+        1_800, ge=1, description="Longest one install step or preflight check may run."
+    )
+    scratch_org_timeout_s: int = Field(
+        600, ge=1, description="Longest wait for the backend to create or delete a scratch org."
+    )
+    backend_retries: int = Field(
+        3, ge=0, le=20, description="Retries of a transient backend error (refused, timeout)."
+    )
+    events_exchange: str = Field(
+        "tickwork.events",
+        description="RabbitMQ topic exchange for job/preflight/org status events (prefixed).",
+    )
+
+    @field_validator("org_backend")
+    @classmethod
+    def _check_org_backend(cls, value: str) -> str:
+        module, _, name = value.partition(":")
+        if not name or not all(p.isidentifier() for p in [*module.split("."), name]):
+            raise ValueError("must be module.path:ClassName")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -30,6 +30,7 @@ def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
     from workers.scheduler.actors import bind_scheduler_actors
 
     bind_scheduler_actors(broker, settings)
+    __import__("workers.installs.actors").installs.actors.bind_install_actors(broker, settings)
     return runtime
 
 

@@ -1,0 +1,77 @@
+"""Contracts validate on send and on receipt; a bad message is dead-lettered, once."""
+
+from __future__ import annotations
+
+import pytest
+from dramatiq import Message
+from sqlalchemy import select
+
+from producers import contracts
+from producers.client import publish
+from schema.messaging import DeadLetter
+from tests.conftest import Embedded
+from tickwork.errors import ValidationError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"v": 1, "job_id": "3"}, "job_id: Input should be a valid integer (got '3')"),
+        ({"v": 1, "job_id": 0}, "job_id: Input should be greater than 0"),
+        ({"job_id": 3}, "no contract version 'v'"),
+        ({"v": 2, "job_id": 3}, "contract version 2 is not supported"),
+        ({"v": 1, "job_id": 3, "org": "x"}, "org: Extra inputs are not permitted"),
+    ],
+)
+def test_decode_says_what_is_wrong(kwargs: dict[str, object], says: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        contracts.decode(contracts.RUN_FLOWS, (), kwargs)
+    assert says in str(raised.value) and str(raised.value).startswith("run_flows:")
+
+
+def test_every_install_actor_has_a_contract_that_round_trips() -> None:
+    samples = [
+        contracts.EnqueueInstallJob(job_id=1),
+        contracts.RunFlows(job_id=2),
+        contracts.Preflight(preflight_id=3),
+        contracts.CreateScratchOrg(scratch_org_uuid="a" * 36),
+        contracts.DeleteScratchOrg(scratch_org_uuid="b" * 36),
+        contracts.UpdateAllTranslations(language="fr"),
+        contracts.UpdateAllTranslations(),
+    ]
+    assert {contracts.actor_for(p) for p in samples} == set(contracts.CONTRACTS)
+    for payload in samples:
+        kwargs = contracts.encode(payload)
+        assert kwargs["v"] == 1
+        assert contracts.decode(contracts.actor_for(payload), (), kwargs) == payload
+    with pytest.raises(ValidationError, match="positional"):
+        contracts.decode(contracts.RUN_FLOWS, (1,), {"v": 1, "job_id": 1})
+
+
+def test_a_malformed_message_is_dead_lettered_and_the_worker_carries_on(
+    embedded: Embedded,
+) -> None:
+    # Given a message for update_all_translations built by hand, bypassing the client,
+    queue = embedded.runtime.settings.queue("default")
+    bad = Message(
+        queue_name=queue,
+        actor_name="update_all_translations",
+        args=(),
+        kwargs={"v": 1, "language": 42},
+        options={},
+    )
+    embedded.broker.enqueue(bad)
+    # and a good one after it,
+    publish(embedded.broker, contracts.UpdateAllTranslations(language="de"))
+    # when the worker drains the queue,
+    embedded.drain()
+    # then the bad one is recorded with the reason and failed to the dead-letter queue,
+    with embedded.db.session() as s:
+        letters = list(s.scalars(select(DeadLetter)))
+    assert len(letters) == 1
+    assert letters[0].message_id == bad.message_id
+    assert "language: Input should be a valid string (got 42)" in letters[0].reason
+    assert embedded.broker.dead_letters_by_queue[queue][0].message_id == bad.message_id
+    # and the worker went on to process the good one (nothing else was dead-lettered).
+    assert len(embedded.broker.dead_letters_by_queue[queue]) == 1
+    assert embedded.broker.queues[queue].qsize() == 0

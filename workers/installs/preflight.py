@@ -1,0 +1,124 @@
+"""``preflight``: run a plan's checks against an org and store what each found.
+
+A preflight that found errors is still a *finished* preflight (``complete``): the
+errors are its result, and the UI shows them. Only a preflight that could not run
+(the backend was unreachable after retries, or a check crashed) is ``failed``. A
+result is valid for ``PREFLIGHT_LIFETIME_MINUTES``; ``expire_preflight_results`` and
+the enqueuer invalidate it after that, or once it has been used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from typing import Any
+
+from dramatiq.middleware import Shutdown
+from sqlalchemy import select, update
+
+from producers.contracts import Preflight
+from producers.events import emit
+from schema.base import utcnow
+from schema.catalog import PreflightCheck
+from schema.engine import Database
+from schema.installs import PreflightResult
+from tickwork.scrub import scrub
+from tickwork.settings import Settings
+from workers.installs.backend import OrgBackend, StepFailed, StepSpec, with_backoff
+from workers.installs.common import EVENT_STATUS, org_ref
+
+logger = logging.getLogger(__name__)
+
+
+def is_ready(preflight: PreflightResult, settings: Settings, now: dt.datetime) -> bool:
+    """Usable for an install: finished, still valid, recent, and without errors."""
+    lifetime = dt.timedelta(minutes=settings.preflight_lifetime_minutes)
+    return (
+        preflight.status == "complete"
+        and preflight.is_valid
+        and preflight.created_at > now - lifetime
+        and not has_errors(preflight.results)
+    )
+
+
+def has_errors(results: dict[str, Any]) -> bool:
+    return any(r.get("status") == "error" for r in results.values() if isinstance(r, dict))
+
+
+def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload: Preflight) -> str:
+    """Run the checks; returns the preflight's final status."""
+    preflight_id = payload.preflight_id
+    with db.session() as session:
+        preflight = session.get(PreflightResult, preflight_id, with_for_update=True)
+        if preflight is None:
+            logger.warning("preflight %s does not exist; message dropped", preflight_id)
+            return "missing"
+        if preflight.status != "started":
+            return preflight.status  # a duplicate delivery of a finished preflight
+        org = org_ref(session, preflight.org_id, preflight.user_id)
+        checks = [
+            StepSpec(id=c.id, name=c.name, kind="check", path=c.path)
+            for c in session.scalars(
+                select(PreflightCheck)
+                .where(PreflightCheck.plan_id == preflight.plan_id)
+                .order_by(PreflightCheck.order)
+            )
+        ]
+        actions = {
+            c.id: c.action_on_fail
+            for c in session.scalars(
+                select(PreflightCheck).where(PreflightCheck.plan_id == preflight.plan_id)
+            )
+        }
+    emit(settings, "preflight", preflight_id, "started")
+    results: dict[str, Any] = {}
+    try:
+        for check in checks:
+            try:
+                failure = with_backoff(
+                    lambda check=check: backend.run_check(  # type: ignore[misc]
+                        org, check, settings.install_step_timeout_s
+                    ),
+                    retries=settings.backend_retries,
+                    min_backoff_ms=settings.min_backoff_ms,
+                    max_backoff_ms=settings.max_backoff_ms,
+                )
+            except StepFailed as exc:
+                failure = scrub(str(exc), org.secrets)
+            status = "ok" if failure is None else actions.get(check.id, "error")
+            results[str(check.id)] = {"name": check.name, "status": status, "message": failure}
+        return _finish(db, settings, preflight_id, "complete", results, None)
+    except Shutdown:
+        return _finish(
+            db, settings, preflight_id, "canceled", results, "interrupted by worker shutdown"
+        )
+    except Exception as exc:
+        text = "".join(traceback.format_exception(exc, limit=20))
+        return _finish(db, settings, preflight_id, "failed", results, scrub(text, org.secrets))
+
+
+def _finish(
+    db: Database,
+    settings: Settings,
+    preflight_id: int,
+    status: str,
+    results: dict[str, Any],
+    exception: str | None,
+) -> str:
+    with db.session() as session:
+        changed = session.execute(
+            update(PreflightResult)
+            .where(PreflightResult.id == preflight_id, PreflightResult.status == "started")
+            .values(
+                status=status,
+                results=results,
+                exception=exception,
+                is_valid=status == "complete",
+                edited_at=utcnow(),
+            )
+        ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        errors = sum(1 for r in results.values() if r["status"] == "error")
+        emit(settings, "preflight", preflight_id, EVENT_STATUS[status], errors=errors)
+    return status

@@ -1,0 +1,237 @@
+"""``run_flows``: run an install job's selected steps, in plan order, through a backend.
+
+Installs are not idempotent, so this actor never runs a step twice: the job moves
+``created`` → ``started`` under a row lock before the first step, and a delivery that
+finds its job already ``started`` can only be a redelivery after its worker died — it
+ends the job ``canceled`` with the retry message instead of running anything. A message
+whose id is not the job's recorded message id (a stray from an enqueuer whose commit
+failed) is dropped. Every way out ends in a final state: complete, failed (scrubbed
+traceback), canceled by the user ("Job canceled.") or by worker shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from producers.contracts import RunFlows
+from producers.events import emit
+from schema.base import utcnow
+from schema.catalog import Step
+from schema.engine import Database
+from schema.installs import Job, JobStepResult
+from tickwork.scrub import scrub
+from tickwork.settings import Settings
+from workers.installs.backend import (
+    OrgBackend,
+    OrgRef,
+    StepFailed,
+    StepSpec,
+    TransientBackendError,
+    with_backoff,
+)
+from workers.installs.common import EVENT_STATUS, JOB_CANCELED, JOB_INTERRUPTED, org_ref
+
+logger = logging.getLogger(__name__)
+
+ORG_BUSY = "Another installation is already running on this org."
+
+
+@dataclass
+class _Started:
+    org: OrgRef
+    steps: list[StepSpec]
+
+
+def run_flows(
+    db: Database,
+    settings: Settings,
+    backend: OrgBackend,
+    payload: RunFlows,
+    message_id: str,
+) -> str:
+    """Run the job; returns its final status (or why nothing was done)."""
+    job_id = payload.job_id
+    started = _start(db, settings, job_id, message_id)
+    if isinstance(started, str):
+        return started
+    secrets = started.org.secrets
+    try:
+        for step in started.steps:
+            if not _begin_step(db, job_id, step):
+                return _finish(db, settings, job_id, "canceled", JOB_CANCELED)
+            begun = utcnow()
+            try:
+                outcome = with_backoff(
+                    lambda step=step: backend.run_step(  # type: ignore[misc]
+                        started.org, step, settings.install_step_timeout_s
+                    ),
+                    retries=settings.backend_retries,
+                    min_backoff_ms=settings.min_backoff_ms,
+                    max_backoff_ms=settings.max_backoff_ms,
+                    transient=lambda exc: isinstance(exc, TransientBackendError),
+                )
+            except StepFailed as exc:
+                output = scrub(exc.output, secrets) or ""
+                message = scrub(str(exc), secrets)
+                _record_step(db, job_id, step, "error", message, output, begun)
+                return _finish(
+                    db, settings, job_id, "failed", scrub(f"{exc}\n{output}".strip(), secrets)
+                )
+            _record_step(db, job_id, step, outcome.status, outcome.message, outcome.output, begun)
+        return _finish(db, settings, job_id, "complete", None)
+    except Shutdown:
+        logger.warning("job %s interrupted by worker shutdown", job_id)
+        return _finish(db, settings, job_id, "canceled", JOB_INTERRUPTED)
+    except TimeLimitExceeded:
+        return _finish(
+            db,
+            settings,
+            job_id,
+            "failed",
+            f"The installation job exceeded its time limit of {settings.job_time_limit_s} s.",
+        )
+    except Exception as exc:
+        text = "".join(traceback.format_exception(exc, limit=20))
+        return _finish(db, settings, job_id, "failed", scrub(text, secrets))
+
+
+def _start(db: Database, settings: Settings, job_id: int, message_id: str) -> _Started | str:
+    """Move the job to ``started`` in one transaction, or say why it must not run (and
+    end it when it must not run again)."""
+    try:
+        return _start_in_transaction(db, settings, job_id, message_id)
+    except IntegrityError:
+        # The one-started-job-per-org index caught a race the check above could not see.
+        return _finish(db, settings, job_id, "failed", ORG_BUSY, ("created",))
+
+
+def _start_in_transaction(
+    db: Database, settings: Settings, job_id: int, message_id: str
+) -> _Started | str:
+    ended: tuple[str, str] | None = None
+    with db.session() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            logger.warning("run_flows: job %s does not exist; message dropped", job_id)
+            return "missing"
+        if job.message_id is not None and job.message_id != message_id:
+            logger.warning(
+                "run_flows: message %s is not job %s's message %s; dropped",
+                message_id,
+                job_id,
+                job.message_id,
+            )
+            return "stray"
+        if job.status not in ("created", "started"):
+            return job.status  # already finished: a duplicate delivery
+        now = utcnow()
+        if job.status == "started":
+            # Its worker died mid-run: steps may have changed the org; never run them again.
+            ended = ("canceled", JOB_INTERRUPTED)
+        elif job.cancel_requested_at is not None:
+            ended = ("canceled", JOB_CANCELED)
+        elif session.scalar(
+            select(Job.id).where(Job.org_id == job.org_id, Job.status == "started").limit(1)
+        ):
+            ended = ("failed", ORG_BUSY)
+        else:
+            job.status = "started"
+            job.started_at = job.edited_at = now
+        if ended is not None:
+            job.status, job.exception = ended
+            job.edited_at = now
+            if ended[0] == "canceled":
+                job.canceled_at = now
+        else:
+            org = org_ref(session, job.org_id, job.user_id)
+            selected = [int(s) for s in job.steps]
+            rows = session.scalars(
+                select(Step).where(Step.plan_id == job.plan_id, Step.id.in_(selected))
+            ).all()
+            steps = [
+                StepSpec(id=s.id, name=s.name, kind=s.kind, path=s.path)
+                for s in sorted(rows, key=lambda s: s.order)
+            ]
+    if ended is not None:
+        emit(settings, "job", job_id, EVENT_STATUS[ended[0]], message=ended[1])
+        return ended[0]
+    emit(settings, "job", job_id, "started")
+    return _Started(org=org, steps=steps)
+
+
+def _begin_step(db: Database, job_id: int, step: StepSpec) -> bool:
+    """Log the step's start unless a cancel was asked for (or the job was ended)."""
+    with db.session() as session:
+        row = session.execute(
+            select(Job.status, Job.cancel_requested_at).where(Job.id == job_id).with_for_update()
+        ).first()
+        if row is None or row.status != "started" or row.cancel_requested_at is not None:
+            return False
+        values = {"log": Job.log + f"Running step {step.name!r}\n", "edited_at": utcnow()}
+        session.execute(update(Job).where(Job.id == job_id).values(values))
+    return True
+
+
+def _record_step(
+    db: Database,
+    job_id: int,
+    step: StepSpec,
+    status: str,
+    message: str | None,
+    output: str,
+    begun: object,
+) -> None:
+    now = utcnow()
+    with db.session() as session:
+        session.add(
+            JobStepResult(
+                job_id=job_id,
+                step_id=step.id,
+                status=status,
+                message=message,
+                output=output,
+                started_at=begun,
+                finished_at=now,
+            )
+        )
+        line = f"Step {step.name!r}: {status}" + (f" ({message})" if message else "")
+        text = (output.rstrip() + "\n" if output.strip() else "") + line + "\n"
+        session.execute(
+            update(Job).where(Job.id == job_id).values(log=Job.log + text, edited_at=now)
+        )
+
+
+def _finish(
+    db: Database,
+    settings: Settings,
+    job_id: int,
+    status: str,
+    exception: str | None,
+    from_statuses: tuple[str, ...] = ("started",),
+) -> str:
+    """End the job unless someone else already did (e.g. the timed-out-job cleanup)."""
+    now = utcnow()
+    values: dict[str, object] = {"status": status, "edited_at": now}
+    if status == "complete":
+        values["success_at"] = now
+    if status == "canceled":
+        values["canceled_at"] = now
+    if exception is not None:
+        values["exception"] = exception
+    with db.session() as session:
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(from_statuses)).values(**values)
+        )
+        changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if changed:
+        emit(settings, "job", job_id, EVENT_STATUS[status], message=exception)
+        return status
+    with db.session() as session:
+        current = session.scalar(select(Job.status).where(Job.id == job_id))
+    return current or "missing"
