@@ -124,6 +124,15 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
 
+    # --- metrics -----------------------------------------------------------------------
+    metrics_host: str = Field(
+        "0.0.0.0", description="Listen address of the worker/scheduler metrics endpoint."
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="Prometheus multiprocess files of `tickwork worker`; unset: system temp dir.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -166,6 +166,10 @@ def worker(
         }
     )
     _export(config_overrides=True)
+    # Before anything imports prometheus_client: the forked workers inherit this.
+    from workers.metrics.multiprocess import configure_multiprocess
+
+    configure_multiprocess("worker", config.metrics_dir)
     import dramatiq.cli
 
     args = dramatiq.cli.make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
@@ -206,6 +210,17 @@ def scheduler() -> None:
 
     check_registered_schedules()
     runtime = build_runtime(config)
+    if config.metrics_port:
+        from workers.metrics.exposition import build_registry, start_metrics_server
+
+        registry = build_registry(config, runtime.db, runtime.broker)
+        try:
+            start_metrics_server(config, registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"TICKWORK_METRICS_PORT: cannot listen on "
+                f"{config.metrics_host}:{config.metrics_port} ({exc})"
+            ) from None
     run_periodiq(runtime.broker)
 
 
