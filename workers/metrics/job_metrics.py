@@ -151,8 +151,20 @@ def job_metrics() -> JobMetrics:
 
 
 def install_job_metrics(db: Database) -> JobMetrics:
-    """Set up the metrics for a worker process, seeded from history (best effort)."""
+    """Set up the metrics for a worker process, seeded from history (best effort).
+
+    Every job's counters start at 0, so ``increase()`` in alert rules sees the first
+    failure of a job (a series that appears at 1 has no increase to measure).
+    """
+    from workers.registry import all_jobs
+
     metrics = job_metrics()
+    for name in all_jobs():
+        for status in ("succeeded", "failed", "skipped"):
+            metrics.runs.labels(job=name, status=status)
+        for by in ("job", "overlap"):
+            metrics.skipped.labels(job=name, by=by)
+        metrics.records.labels(job=name)
     try:
         metrics.seed(db)
     except Exception:
