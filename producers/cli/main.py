@@ -217,10 +217,12 @@ def scheduler() -> None:
         try:
             start_metrics_server(config, registry)
         except OSError as exc:
-            raise ConfigError(
-                f"TICKWORK_METRICS_PORT: cannot listen on "
-                f"{config.metrics_host}:{config.metrics_port} ({exc})"
-            ) from None
+            # Ticks matter more than metrics: say so loudly, but keep scheduling.
+            typer.echo(
+                f"error: TICKWORK_METRICS_PORT: cannot listen on {config.metrics_host}:"
+                f"{config.metrics_port} ({exc}); metrics are NOT served",
+                err=True,
+            )
     run_periodiq(runtime.broker)
 
 
