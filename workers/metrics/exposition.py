@@ -111,7 +111,7 @@ def build_registry(
 
 
 _lock = threading.Lock()
-_cached: tuple[int, CollectorRegistry] | None = None
+_cached: tuple[Runtime, CollectorRegistry] | None = None  # the runtime itself: ids get reused
 
 
 def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
@@ -123,8 +123,8 @@ def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
     global _cached
     runtime = runtime or get_runtime()
     with _lock:
-        if _cached is None or _cached[0] != id(runtime):
-            _cached = (id(runtime), build_registry(runtime.settings, runtime.db, runtime.broker))
+        if _cached is None or _cached[0] is not runtime:
+            _cached = (runtime, build_registry(runtime.settings, runtime.db, runtime.broker))
         registry = _cached[1]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
