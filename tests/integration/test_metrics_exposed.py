@@ -4,9 +4,12 @@ and the Grafana dashboard use (given / when / then)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +18,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
-from tests.promql import used_metric_names
+from tests.promql import (
+    RULES_FILE,
+    dashboard_exprs,
+    substitute_grafana_variables,
+    used_metric_names,
+)
 from tickwork.settings import load_settings
 from workers.app import build_runtime
 
@@ -90,6 +98,65 @@ def wait_for(
     raise AssertionError(f"{what}: not seen within {timeout_s} s")
 
 
+def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, str], list[str]]:
+    """Run Debian's Prometheus against the targets with the alert rules loaded; return
+    each rule's health and the dashboard queries that returned nothing."""
+    binary = shutil.which("prometheus")
+    if binary is None:  # same Debian package as promtool (.ci/apt-packages.txt)
+        raise AssertionError("prometheus not installed: apt-get install prometheus")
+    web_port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {
+                "job_name": "tickwork",
+                "honor_labels": True,  # keep tickwork's own `job` label (docs/OBSERVABILITY.md)
+                "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def api(path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{web_port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    def scraped_twice() -> bool:
+        try:
+            result = api("query", query="count_over_time(up[1m])")["result"]
+        except OSError:
+            return False
+        return len(result) == len(ports) and all(float(r["value"][1]) >= 3 for r in result)
+
+    try:
+        wait_for(scraped_twice, 60, "Prometheus scraping the targets", [server])
+        time.sleep(2)  # let the rules evaluate on the scraped data
+        rules = api("rules")["groups"]
+        health = {r["name"]: r["health"] for g in rules for r in g["rules"]}
+        empty = [
+            expr
+            for expr in dashboard_exprs()
+            if not api("query", query=substitute_grafana_variables(expr))["result"]
+        ]
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    return health, empty
+
+
 def start(args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         tickwork_command(args),
@@ -161,6 +228,7 @@ def test_worker_and_scheduler_expose_every_metric_used(
         wait_for(worker_saw_everything, 150, "job, dead-letter and tick metrics", procs, seen)
         worker_metrics = scrape(worker_port)
         scheduler_metrics = scrape(scheduler_port)
+        prometheus_results = query_with_prometheus(tmp_path, [worker_port, scheduler_port])
     finally:
         runtime.broker.close()
         for proc in procs:
@@ -177,6 +245,11 @@ def test_worker_and_scheduler_expose_every_metric_used(
     # every metric the dashboard and the alert rules use is really exposed,
     exposed = set(worker_metrics) | set(scheduler_metrics)
     assert used_metric_names() - exposed == set()
+    # a real Prometheus scraping both loads every rule without evaluation errors, and
+    # every dashboard query returns data,
+    rule_health, empty_queries = prometheus_results
+    assert rule_health and all(h == "ok" for h in rule_health.values()), rule_health
+    assert empty_queries == [], empty_queries
     # the worker tree wrote its files under its own directory, and both exit cleanly.
     assert [p.name.split("-")[0] for p in (tmp_path / "prom").iterdir()] == ["worker"]
     assert worker.returncode == 0, outputs[0][-3000:]
