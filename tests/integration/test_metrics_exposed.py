@@ -254,3 +254,37 @@ def test_worker_and_scheduler_expose_every_metric_used(
     assert [p.name.split("-")[0] for p in (tmp_path / "prom").iterdir()] == ["worker"]
     assert worker.returncode == 0, outputs[0][-3000:]
     assert "Traceback" not in outputs[1], outputs[1][-3000:]
+
+
+def test_queue_depths_come_from_rabbitmq_passive_declares(amqp_url: str, queue_prefix: str) -> None:
+    import pika
+
+    from workers.metrics.queue_metrics import QueueDepthCollector
+
+    settings = load_settings(
+        {"TICKWORK_BROKER_URL": amqp_url, "TICKWORK_QUEUE_PREFIX": queue_prefix}
+    )
+    collector = QueueDepthCollector(settings)
+    # Given no queue of this prefix exists yet, then nothing is reported (and nothing
+    # is created: a passive declare of a missing queue is a 404, not a declaration),
+    assert collector.depths() == []
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    assert_missing = connection.channel()
+    try:
+        assert_missing.queue_declare(f"{queue_prefix}default", passive=True)
+        raise AssertionError("the collector created a queue")
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+    # when the default queue holds 2 ready messages, its delay queue 1 and its
+    # dead-letter queue 3 (declared as Dramatiq does),
+    for suffix, count in (("", 2), (".DQ", 1), (".XQ", 3)):
+        name = f"{queue_prefix}default{suffix}"
+        channel.queue_declare(name, durable=True)
+        for _ in range(count):
+            channel.basic_publish("", name, b"{}")
+    connection.close()
+    # then the collector reports each, under the logical name.
+    (depth,) = collector.depths()
+    assert (depth.queue, depth.ready, depth.delayed, depth.dead) == ("default", 2, 1, 3)
+    assert depth.consumers == 0
