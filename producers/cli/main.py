@@ -169,7 +169,7 @@ def worker(
     # Before anything imports prometheus_client: the forked workers inherit this.
     from workers.metrics.multiprocess import configure_multiprocess
 
-    configure_multiprocess("worker", config.metrics_dir)
+    metrics_dir = configure_multiprocess("worker", config.metrics_dir)
     import dramatiq.cli
 
     args = dramatiq.cli.make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
@@ -186,7 +186,11 @@ def worker(
             *(["--verbose"] if config.log_level == "DEBUG" else []),
         ]
     )
-    sys.exit(dramatiq.cli.main(args))  # type: ignore[no-untyped-call]
+    code = dramatiq.cli.main(args)  # type: ignore[no-untyped-call]
+    import shutil
+
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # a clean stop leaves no metric files
+    sys.exit(code)
 
 
 @app.command()
