@@ -38,13 +38,13 @@ def _install_metrics(broker: dramatiq.Broker, database: Database) -> None:
     """Per-job and tick metrics, fed by the run-finished and on-tick hooks."""
     from workers.broker import run_record_middleware
     from workers.metrics.job_metrics import install_job_metrics
-    from workers.metrics.scheduler_metrics import scheduler_metrics
+    from workers.metrics.scheduler_metrics import record_tick
     from workers.scheduler.actors import add_tick_hook
 
     jobs = install_job_metrics(database)
     run_record_middleware(broker).on_finished.append(jobs.record_finished)
     add_tick_hook(jobs.record_dispatch)
-    add_tick_hook(scheduler_metrics().record_tick)
+    add_tick_hook(record_tick)
 
 
 def __getattr__(name: str) -> object:

@@ -85,6 +85,12 @@ def scheduler_metrics() -> SchedulerMetrics:
         return _metrics
 
 
+def record_tick(report: DispatchReport, processed_at: dt.datetime) -> None:
+    """On-tick hook. The metrics are created on the first tick, so a process that never
+    processes one (the scheduler, the API) does not show a tick lag of 0."""
+    scheduler_metrics().record_tick(report, processed_at)
+
+
 class TickPublishMetrics(Middleware):
     """Counts the ticks a process publishes (periodiq in ``tickwork scheduler``)."""
 
