@@ -17,7 +17,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+from tests.conftest import (
+    FERNET_KEY,
+    run_tickwork,
+    service_unavailable,
+    tickwork_command,
+    tickwork_env,
+)
 from tests.promql import (
     RULES_FILE,
     dashboard_exprs,
@@ -102,8 +108,7 @@ def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, s
     """Run Debian's Prometheus against the targets with the alert rules loaded; return
     each rule's health and the dashboard queries that returned nothing."""
     binary = shutil.which("prometheus")
-    if binary is None:  # same Debian package as promtool (.ci/apt-packages.txt)
-        raise AssertionError("prometheus not installed: apt-get install prometheus")
+    assert binary is not None  # checked at the start of the test
     web_port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -184,6 +189,8 @@ def test_worker_and_scheduler_expose_every_metric_used(
         "TICKWORK_METRICS_HOST": "127.0.0.1",
         "TICKWORK_METRICS_DIR": str(tmp_path / "prom"),
     }
+    if shutil.which("prometheus") is None:  # Debian's prometheus package, like promtool
+        service_unavailable("the prometheus binary (apt-get install prometheus)")
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     worker_port, scheduler_port = free_port(), free_port()
     # Given a worker tree and a scheduler, each with its own metrics port,
