@@ -156,6 +156,15 @@ class Settings(BaseSettings):
             raise ValueError("must be module.path:ClassName")
         return value
 
+    # --- metrics -----------------------------------------------------------------------
+    metrics_host: str = Field(
+        "0.0.0.0", description="Listen address of the worker/scheduler metrics endpoint."
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="Prometheus multiprocess files of `tickwork worker`; unset: system temp dir.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

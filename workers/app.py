@@ -30,8 +30,24 @@ def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
     from workers.scheduler.actors import bind_scheduler_actors
 
     bind_scheduler_actors(broker, settings)
-    __import__("workers.installs.actors").installs.actors.bind_install_actors(broker, settings)
+    from workers.installs.actors import bind_install_actors
+
+    bind_install_actors(broker, settings)
+    _install_metrics(broker, database)
     return runtime
+
+
+def _install_metrics(broker: dramatiq.Broker, database: Database) -> None:
+    """Per-job and tick metrics, fed by the run-finished and on-tick hooks."""
+    from workers.broker import run_record_middleware
+    from workers.metrics.job_metrics import install_job_metrics
+    from workers.metrics.scheduler_metrics import record_tick
+    from workers.scheduler.actors import add_tick_hook
+
+    jobs = install_job_metrics(database)
+    run_record_middleware(broker).on_finished.append(jobs.record_finished)
+    add_tick_hook(jobs.record_dispatch)
+    add_tick_hook(record_tick)
 
 
 def __getattr__(name: str) -> object:

@@ -31,6 +31,7 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
     """The middleware stack, in order. RunRecord sits just before Retries because
     after-hooks run in reverse: Retries decides first whether the message failed."""
     return [
+        *_metrics_middleware(settings),
         AgeLimit(max_age=settings.message_age_limit_s * 1000),
         TimeLimit(time_limit=settings.default_time_limit_s * 1000),
         ShutdownNotifications(notify_shutdown=True),
@@ -46,6 +47,23 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
             max_backoff=settings.max_backoff_ms,
         ),
     ]
+
+
+def _metrics_middleware(settings: Settings) -> list[Middleware]:
+    """Metrics middleware: ticks published (every process); in ``tickwork worker``
+    (multiprocess mode) also Dramatiq's Prometheus and the fork serving the port."""
+    from workers.metrics.multiprocess import dramatiq_prometheus, is_multiprocess
+    from workers.metrics.scheduler_metrics import TickPublishMetrics
+    from workers.scheduler.actors import TICK_ACTOR
+
+    stack: list[Middleware] = [TickPublishMetrics(TICK_ACTOR)]
+    if is_multiprocess() and not settings.embedded_broker:
+        from workers.metrics.exposition import WorkerMetricsServer
+
+        stack.insert(0, dramatiq_prometheus())
+        if settings.metrics_port:
+            stack.append(WorkerMetricsServer())
+    return stack
 
 
 def build_broker(settings: Settings, runtime: Callable[[], Runtime]) -> dramatiq.Broker:

@@ -166,6 +166,10 @@ def worker(
         }
     )
     _export(config_overrides=True)
+    # Before anything imports prometheus_client: the forked workers inherit this.
+    from workers.metrics.multiprocess import configure_multiprocess
+
+    metrics_dir = configure_multiprocess("worker", config.metrics_dir)
     import dramatiq.cli
 
     args = dramatiq.cli.make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
@@ -182,7 +186,11 @@ def worker(
             *(["--verbose"] if config.log_level == "DEBUG" else []),
         ]
     )
-    sys.exit(dramatiq.cli.main(args))  # type: ignore[no-untyped-call]
+    code = dramatiq.cli.main(args)  # type: ignore[no-untyped-call]
+    import shutil
+
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # a clean stop leaves no metric files
+    sys.exit(code)
 
 
 @app.command()
@@ -206,6 +214,19 @@ def scheduler() -> None:
 
     check_registered_schedules(config)
     runtime = build_runtime(config)
+    if config.metrics_port:
+        from workers.metrics.exposition import build_registry, start_metrics_server
+
+        registry = build_registry(config, runtime.db, runtime.broker)
+        try:
+            start_metrics_server(config, registry)
+        except OSError as exc:
+            # Ticks matter more than metrics: say so loudly, but keep scheduling.
+            typer.echo(
+                f"error: TICKWORK_METRICS_PORT: cannot listen on {config.metrics_host}:"
+                f"{config.metrics_port} ({exc}); metrics are NOT served",
+                err=True,
+            )
     run_periodiq(runtime.broker)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -14,11 +15,29 @@ from schema.base import utcnow
 from tickwork.settings import Settings
 from workers import queues
 from workers.runtime import get_runtime
-from workers.scheduler.dispatcher import dispatch
+from workers.scheduler.dispatcher import DispatchReport, dispatch
 
 logger = logging.getLogger(__name__)
 
 TICK_ACTOR = "tick"
+
+TickHook = Callable[[DispatchReport, dt.datetime], None]
+_tick_hooks: list[TickHook] = []
+
+
+def add_tick_hook(hook: TickHook) -> None:
+    """Call ``hook(report, processed_at)`` after every dispatch (metrics); idempotent."""
+    if hook not in _tick_hooks:
+        _tick_hooks.append(hook)
+
+
+def _after_tick(report: DispatchReport) -> None:
+    processed_at = utcnow()
+    for hook in list(_tick_hooks):
+        try:
+            hook(report, processed_at)
+        except Exception:
+            logger.exception("tick hook %r failed", hook)
 
 
 def tick_time(message: dramatiq.Message[Any] | None) -> dt.datetime:
@@ -39,6 +58,7 @@ def run_tick() -> None:
     message = CurrentMessage.get_current_message()
     tick_at = tick_time(message)
     report = dispatch(runtime.db, runtime.broker, tick_at)
+    _after_tick(report)
     if report.held:
         logger.info("tick %s: jobs are held, nothing dispatched", report.tick_at.isoformat())
     elif report.queued or report.skipped or report.caught_up:

@@ -1,0 +1,68 @@
+"""Scheduler metrics: tick lag from the tick actor, last tick and held flag from the
+database, ticks published by the process that sends them (given / when / then)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import REGISTRY
+
+from schema.base import utcnow
+from schema.engine import Database
+from tests.conftest import Embedded
+from workers.metrics.scheduler_metrics import SchedulerStateCollector
+from workers.scheduler import control
+from workers.scheduler.actors import TICK_ACTOR
+from workers.scheduler.dispatcher import floor_minute
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def state(db: Database) -> dict[str, float]:
+    return {
+        s.name: s.value for family in SchedulerStateCollector(db).collect() for s in family.samples
+    }
+
+
+def test_a_tick_records_its_lag_and_the_last_tick_time(embedded: Embedded) -> None:
+    # Given no tick processed yet: no last-tick time, not held,
+    assert "tickwork_scheduler_last_tick_timestamp_seconds" not in state(embedded.db)
+    assert state(embedded.db)["tickwork_scheduler_held"] == 0.0
+    processed = value("tickwork_scheduler_ticks_processed_total", held="false") or 0.0
+    published = value("tickwork_scheduler_ticks_published_total") or 0.0
+    # when a tick for the current minute is sent and processed (not near the minute's
+    # end: periodiq drops ticks more than 60 s old),
+    if utcnow().second > 45:
+        time.sleep(61 - utcnow().second)
+    tick_minute = floor_minute(utcnow())
+    before = utcnow()
+    embedded.broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=tick_minute.isoformat())
+    embedded.drain()
+    # then its lag is the time since that minute began (counted published and processed),
+    lag = value("tickwork_scheduler_tick_lag_seconds")
+    assert lag is not None
+    assert (before - tick_minute).total_seconds() <= lag <= (utcnow() - tick_minute).total_seconds()
+    assert value("tickwork_scheduler_ticks_processed_total", held="false") == processed + 1
+    assert value("tickwork_scheduler_ticks_published_total") == published + 1
+    # and the database's last tick time is now.
+    last_tick = state(embedded.db)["tickwork_scheduler_last_tick_timestamp_seconds"]
+    assert before.timestamp() - 1 <= last_tick <= utcnow().timestamp() + 1
+
+
+def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> None:
+    # Given jobs are held,
+    control.hold(embedded.db)
+    held = value("tickwork_scheduler_ticks_processed_total", held="true") or 0.0
+    # then the held flag is 1,
+    assert state(embedded.db)["tickwork_scheduler_held"] == 1.0
+    # and a tick processed while held is counted as such;
+    embedded.broker.get_actor(TICK_ACTOR).send_with_options(
+        scheduled_at=floor_minute(utcnow()).isoformat()
+    )
+    embedded.drain()
+    assert value("tickwork_scheduler_ticks_processed_total", held="true") == held + 1
+    # when released, the flag goes back to 0.
+    control.release(embedded.db, embedded.broker, "reschedule")
+    assert state(embedded.db)["tickwork_scheduler_held"] == 0.0

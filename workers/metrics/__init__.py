@@ -1,0 +1,1 @@
+"""Prometheus metrics: per job, scheduler, queues; multiprocess set-up and exposition."""

@@ -1,0 +1,173 @@
+"""Serving the metrics: one registry per process, one port per process.
+
+What a scrape returns is the same everywhere — the process's metrics plus the
+scrape-time collectors (queue depths, scheduler state, expected intervals):
+
+- ``tickwork worker``: Dramatiq's CLI forks N worker processes; they write their
+  metrics (Dramatiq's and tickwork's) to the multiprocess directory. Dramatiq's own
+  exposition server (port 9191) is *not* started; instead one extra process forked by
+  the same CLI (:func:`serve_worker_metrics`) serves the merged files plus the
+  collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, so the port is unchanged).
+- ``tickwork scheduler``: a single process; a thread serves its in-memory registry
+  plus the collectors on ``TICKWORK_METRICS_PORT``.
+- the admin API calls :func:`render_metrics` for its ``/metrics`` route.
+
+A collector that fails (database or broker down) drops out of that scrape and
+``tickwork_metrics_collector_up{collector}`` turns 0; the rest is still served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from schema.engine import Database
+from tickwork.settings import Settings
+from workers.metrics.multiprocess import is_multiprocess, multiprocess_dir
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
+    from workers.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class _Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class GuardedCollectors:
+    """Runs scrape-time collectors; one failing never fails the whole scrape."""
+
+    def __init__(self, collectors: dict[str, _Collector]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily(
+            "tickwork_metrics_collector_up",
+            "1 if the scrape-time collector could read its source (database, broker), else 0.",
+            labels=["collector"],
+        )
+        for name, collector in self._collectors.items():
+            try:
+                families = list(collector.collect())
+            except Exception as exc:
+                logger.warning("metrics collector %s failed: %s", name, exc)
+                up.add_metric([name], 0.0)
+                continue
+            up.add_metric([name], 1.0)
+            yield from families
+        yield up
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+class _ProcessRegistry:
+    """The default registry as a collector (single-process mode)."""
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.collect()
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def build_registry(
+    settings: Settings, db: Database | None, broker: dramatiq.Broker | None = None
+) -> CollectorRegistry:
+    """A registry with this process's metrics and the scrape-time collectors."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from workers.metrics.job_metrics import ExpectedIntervalCollector
+    from workers.metrics.queue_metrics import QueueDepthCollector
+    from workers.metrics.scheduler_metrics import SchedulerStateCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    directory = multiprocess_dir()
+    if is_multiprocess() and directory is not None:
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ProcessRegistry())
+    collectors: dict[str, _Collector] = {"queues": QueueDepthCollector(settings, broker)}
+    if db is not None:
+        collectors["scheduler_state"] = SchedulerStateCollector(db)
+        collectors["expected_intervals"] = ExpectedIntervalCollector(db)
+    registry.register(GuardedCollectors(collectors))
+    return registry
+
+
+_lock = threading.Lock()
+_cached: tuple[Runtime, CollectorRegistry] | None = None  # the runtime itself: ids get reused
+
+
+def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
+    """The Prometheus text exposition for this process: ``(body, content_type)``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from workers.runtime import get_runtime
+
+    global _cached
+    runtime = runtime or get_runtime()
+    with _lock:
+        if _cached is None or _cached[0] is not runtime:
+            _cached = (runtime, build_registry(runtime.settings, runtime.db, runtime.broker))
+        registry = _cached[1]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> threading.Thread:
+    """Serve ``registry`` on ``settings.metrics_host:metrics_port`` in a daemon thread."""
+    from prometheus_client import start_http_server
+
+    _server, thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
+    )
+    logger.info(
+        "metrics served on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+    )
+    return thread
+
+
+def serve_worker_metrics() -> int:
+    """Fork function of ``tickwork worker`` (run by Dramatiq's CLI in its own process)."""
+    from tickwork.settings import load_settings
+
+    settings = load_settings()
+    import workers.jobs  # noqa: F401  (declares the jobs whose expected interval is shown)
+
+    registry = build_registry(settings, Database(settings), broker=None)
+    try:
+        thread = start_metrics_server(settings, registry)
+    except OSError as exc:
+        logger.error(
+            "TICKWORK_METRICS_PORT: cannot serve metrics on %s:%d (%s)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc,
+        )
+        return 1
+    while thread.is_alive():
+        time.sleep(1)  # SIGTERM ends the fork process through Dramatiq's handler
+    return 0
+
+
+class WorkerMetricsServer(Middleware):
+    """Asks Dramatiq's CLI to fork :func:`serve_worker_metrics` beside the workers."""
+
+    @property
+    def forks(self) -> list[Any]:
+        return [serve_worker_metrics]
