@@ -12,23 +12,23 @@ import datetime as dt
 import logging
 import os
 import socket
-import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
-from sqlalchemy import Connection, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from schema.base import utcnow
+from schema.engine import Database
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.scrub import scrub
 from workers.context import JobResult, RunContext, set_current_run
+from workers.middleware.run_record_writer import FinishRun, RunRecordWriter, StartRun
 from workers.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class RunRecordMiddleware(Middleware):
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
         self.on_finished: list[RunFinishedHook] = []
+        self._writers: weakref.WeakKeyDictionary[Database, RunRecordWriter] = (
+            weakref.WeakKeyDictionary()
+        )
         # Open runs by message id; a worker thread handles one message at a time.
         self._contexts: dict[str, RunContext] = {}
 
@@ -69,13 +72,18 @@ class RunRecordMiddleware(Middleware):
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
         started: tuple[int, str, dt.datetime | None] | JobRun | None
 
-        def fast() -> tuple[int, str, dt.datetime | None] | None:
-            # One statement: mark the run started (or create it for a plain message).
-            # It matches nothing when the run is finished or its worker keeps dying.
-            with runtime.db.statement() as connection:
-                return self._start(connection, message, limit)
-
-        started = _with_db_retries(fast, what="record run start")
+        # Fast path, shared with the other threads' writes: mark the run started (or
+        # create it for a plain message). It finds nothing when the run is finished or
+        # its worker keeps dying.
+        started = self._writer(runtime.db).start(
+            StartRun(
+                message_id=message.message_id,
+                actor_name=message.actor_name,
+                run_id=message.kwargs.get("run_id"),
+                redelivery_limit=limit,
+                sent_at=_sent_at(message),
+            )
+        )
         if started is None:
             with runtime.db.session() as session:  # the careful path decides what to do
                 started = self._start_carefully(session, message, limit)
@@ -98,53 +106,11 @@ class RunRecordMiddleware(Middleware):
         message.options["tickwork_run_id"] = ctx.run_id
         self._contexts[message.message_id] = ctx
 
-    def _start(
-        self, connection: Connection, message: MessageProxy, limit: int
-    ) -> tuple[int, str, dt.datetime | None] | None:
-        # Core statements on the table: the ORM's bulk machinery cost more CPU per
-        # message than the database did.
-        now = utcnow()
-        run_id = message.kwargs.get("run_id")
-        returning = (_RUNS.c.id, _RUNS.c.job_name, _RUNS.c.scheduled_for)
-        if run_id is not None:
-            stmt: Any = (
-                _RUNS.update()
-                .where(
-                    _RUNS.c.id == run_id,
-                    _RUNS.c.status.not_in(FINISHED_STATUSES),
-                    ~((_RUNS.c.status == "running") & (_RUNS.c.attempts >= limit)),
-                )
-                .values(
-                    status="running",
-                    started_at=now,
-                    attempts=_RUNS.c.attempts + 1,
-                    worker=_worker_name(),
-                    message_id=func.coalesce(_RUNS.c.message_id, message.message_id),
-                )
-                .returning(*returning)
-            )
-        else:
-            dialect = connection.dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = (
-                insert(_RUNS)
-                .values(
-                    job_name=message.actor_name,
-                    trigger="message",
-                    message_id=message.message_id,
-                    status="running",
-                    queued_at=_sent_at(message) or now,
-                    started_at=now,
-                    attempts=1,
-                    records_processed=0,
-                    output="",
-                    worker=_worker_name(),
-                )
-                .on_conflict_do_nothing()
-                .returning(*returning)
-            )
-        row = connection.execute(stmt).one_or_none()
-        return None if row is None else (row[0], row[1], row[2])
+    def _writer(self, db: Database) -> RunRecordWriter:
+        writer = self._writers.get(db)
+        if writer is None:
+            writer = self._writers.setdefault(db, RunRecordWriter(db))
+        return writer
 
     def _start_carefully(
         self, session: Session, message: MessageProxy, limit: int
@@ -218,6 +184,7 @@ class RunRecordMiddleware(Middleware):
             }
         else:
             values = {
+                "skip_reason": None,
                 "records_processed": ctx.records_processed,
                 "output": scrub(ctx.output) or "",
                 "error": scrub(_describe(exception)),
@@ -226,17 +193,14 @@ class RunRecordMiddleware(Middleware):
                 "finished_at": finished if message.failed else None,
             }
 
-        def record() -> JobRun:
-            with self._runtime().db.statement() as connection:
-                stmt = _RUNS.update().where(_RUNS.c.id == ctx.run_id).values(**values)
-                row = connection.execute(stmt.returning(*_RUNS.c)).one()
-            return JobRun(**row._asdict())  # detached: what the on_finished hooks read
-
         try:
-            run: JobRun | None = _with_db_retries(record)
-        except OperationalError:
+            run: JobRun | None = self._writer(self._runtime().db).finish(
+                FinishRun(ctx.run_id, values)
+            )
+        except Exception:
             # Never raise here: Dramatiq would treat the job as failed and retry a job that
             # ran. The record stays "running"; the dispatcher reaps it past its time limit.
+            logger.exception("could not record the outcome of run %s", ctx.run_id)
             run = None
         if run is not None and run.status in FINISHED_STATUSES:
             self.finished(run)
@@ -270,19 +234,3 @@ def _describe(exception: BaseException | None) -> str:
     if isinstance(exception, Shutdown):
         return "interrupted by worker shutdown; requeued"
     return "".join(traceback.format_exception(exception, limit=20)).strip()
-
-
-def _with_db_retries(fn: Callable[[], T], attempts: int = 6, what: str = "record run outcome") -> T:
-    """Retry a short write while the database restarts (about 30 s in all); then raise."""
-    delay_s = 0.5
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OperationalError:
-            if attempt == attempts - 1:
-                logger.exception("could not %s: database unreachable", what)
-                raise
-            logger.warning("could not %s (attempt %s): retrying", what, attempt + 1)
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 8)
-    raise AssertionError("unreachable")

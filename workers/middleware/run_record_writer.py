@@ -1,0 +1,386 @@
+"""Group commit for run records: the starts and finishes of every worker thread of a
+process are written together, a few statements per batch instead of two per message.
+
+Each worker thread hands its write to the writer and waits for it: a run's start is
+recorded before the job runs, and its outcome is durable before the message is acked,
+exactly as with one statement per message. While one batch is at the database the next
+one gathers, so under load a batch holds about as many writes as there are threads,
+and the round trips and commits (fsyncs) per message fall by that factor. When the
+queue is idle a batch is a single write and nothing waits longer than before.
+
+On PostgreSQL a batch is one ``UPDATE ... FROM (VALUES ...) RETURNING`` or one multi-row
+``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in autocommit. On SQLite (embedded) the
+writes of a batch run one by one, from this single writer thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, func
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import OperationalError
+
+from schema.base import utcnow
+from schema.engine import Database
+from schema.scheduling import FINISHED_STATUSES, JobRun
+
+logger = logging.getLogger(__name__)
+
+RUNS = cast(Table, JobRun.__table__)
+Started = tuple[int, str, dt.datetime | None]  # run id, job name, slot
+MAX_BATCH = 64
+IDLE_EXIT_S = 10.0  # an idle writer thread ends; the next write starts another
+_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 8)  # about 30 s: a database restart
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class StartRun:
+    """Mark run ``run_id`` started, or create a run for a plain message (``run_id`` None)."""
+
+    message_id: str
+    actor_name: str
+    run_id: int | None
+    redelivery_limit: int
+    sent_at: dt.datetime | None
+
+
+@dataclass
+class FinishRun:
+    run_id: int
+    values: dict[str, Any]
+
+
+@dataclass
+class _Request:
+    write: StartRun | FinishRun
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class RunRecordWriter:
+    """One per process and database; thread-safe; the writer thread starts on first use."""
+
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.batches = 0  # for tests and benchmarks: how many database batches ran
+        self.writes = 0
+
+    # --- what worker threads call -------------------------------------------------------
+    def start(self, write: StartRun) -> Started | None:
+        """The started run, or None when the fast path cannot decide (finished, looping
+        on dead workers, or missing): the caller then takes the careful path."""
+        return cast("Started | None", self._submit(write))
+
+    def finish(self, write: FinishRun) -> JobRun:
+        """Record the outcome; returns the run as stored (detached)."""
+        return cast(JobRun, self._submit(write))
+
+    def _submit(self, write: StartRun | FinishRun) -> Any:
+        request = _Request(write)
+        with self._lock:
+            if self._pid != os.getpid():
+                # Dramatiq forks worker processes: a thread started before the fork is
+                # not in the child, so each process starts its own.
+                self._queue, self._thread, self._pid = queue.Queue(), None, os.getpid()
+            self._queue.put(request)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tickwork-run-records", daemon=True
+                )
+                self._thread.start()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    # --- the writer thread ------------------------------------------------------------
+    def _run(self) -> None:
+        pending = self._queue
+        while True:
+            try:
+                first = pending.get(timeout=IDLE_EXIT_S)
+            except queue.Empty:
+                with self._lock:  # submitters put under this lock: no request is stranded
+                    if pending.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(batch)
+            except BaseException as exc:  # never let the writer die: fail the batch
+                logger.exception("run-record batch failed")
+                for request in batch:
+                    if not request.done.is_set():
+                        request.error = exc
+                        request.done.set()
+
+    def _write(self, batch: list[_Request]) -> None:
+        # Two writes for the same run never share a statement: the later waits a batch.
+        seen: set[Any] = set()
+        now_batch: list[_Request] = []
+        later: list[_Request] = []
+        for request in batch:
+            key = _key(request.write)
+            (later if key in seen else now_batch).append(request)
+            seen.add(key)
+        groups: dict[str, list[_Request]] = {"update": [], "insert": [], "finish": []}
+        for request in now_batch:
+            write = request.write
+            if isinstance(write, FinishRun):
+                groups["finish"].append(request)
+            else:
+                groups["update" if write.run_id is not None else "insert"].append(request)
+        statements: dict[str, Callable[[Connection, Sequence[Any]], list[Any]]] = {
+            "update": _start_existing,
+            "insert": _start_new,
+            "finish": _finish,
+        }
+        for kind, requests in groups.items():
+            if requests:
+                self._execute(requests, statements[kind])
+        self.batches += 1
+        self.writes += len(now_batch)
+        for request in later:
+            self._queue.put(request)
+
+    def _execute(
+        self, requests: list[_Request], statement: Callable[[Connection, Sequence[Any]], list[Any]]
+    ) -> None:
+        writes = [r.write for r in requests]
+        batched = self.db.is_postgresql and len(writes) > 1
+        try:
+            if batched:
+                results = _with_retries(lambda: self._in_db(statement, writes))
+            else:
+                results = [self._one(statement, w) for w in writes]
+        except OperationalError as exc:
+            for request in requests:
+                request.error = exc
+                request.done.set()
+            return
+        except Exception:
+            if not batched:
+                raise
+            # One bad write must not fail the others: retry them one by one.
+            for request in requests:
+                try:
+                    request.result = self._one(statement, request.write)
+                except Exception as exc:
+                    request.error = exc
+                request.done.set()
+            return
+        for request, result in zip(requests, results, strict=True):
+            request.result = result
+            request.done.set()
+
+    def _one(self, statement: Callable[[Connection, Sequence[Any]], list[Any]], write: Any) -> Any:
+        return _with_retries(lambda: self._in_db(statement, [write])[0])
+
+    def _in_db(
+        self, statement: Callable[[Connection, Sequence[Any]], list[Any]], writes: Sequence[Any]
+    ) -> list[Any]:
+        with self.db.statement() as connection:
+            return statement(connection, writes)
+
+
+def _key(write: StartRun | FinishRun) -> Any:
+    if isinstance(write, FinishRun):
+        return ("run", write.run_id)
+    return ("run", write.run_id) if write.run_id is not None else ("message", write.message_id)
+
+
+def _with_retries(fn: Callable[[], Any]) -> Any:
+    """Retry while the database restarts (about 30 s in all); then raise."""
+    for attempt, delay_s in enumerate((*_RETRY_DELAYS_S, None)):
+        try:
+            return fn()
+        except OperationalError:
+            if delay_s is None:
+                logger.exception("run records: database unreachable, giving up")
+                raise
+            logger.warning("run records: database unreachable (attempt %s), retrying", attempt + 1)
+            time.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
+_STARTED = (RUNS.c.id, RUNS.c.job_name, RUNS.c.scheduled_for)
+
+
+# --- the statements -----------------------------------------------------------------
+# PostgreSQL: constant SQL over unnest()ed arrays, whatever the batch size, so psycopg
+# prepares each statement once and SQLAlchemy compiles nothing per batch (compiling a
+# VALUES list per batch cost more CPU than the database work). SQLite: Core, row by row.
+_FINISHED = ", ".join(f"'{status}'" for status in FINISHED_STATUSES)
+_COLUMNS = [c.name for c in RUNS.c]
+_RETURN_ALL = ", ".join(f"r.{name}" for name in _COLUMNS)
+_PG_START_EXISTING = f"""
+UPDATE job_runs AS r
+SET status = 'running', started_at = %(now)s, attempts = r.attempts + 1,
+    worker = %(worker)s, message_id = coalesce(r.message_id, v.message_id)
+FROM unnest(%(ids)s::bigint[], %(message_ids)s::text[], %(limits)s::integer[])
+     AS v(id, message_id, lim)
+WHERE r.id = v.id AND r.status NOT IN ({_FINISHED})
+  AND NOT (r.status = 'running' AND r.attempts >= v.lim)
+RETURNING r.id, r.job_name, r.scheduled_for
+"""
+_PG_START_NEW = """
+INSERT INTO job_runs (job_name, trigger, message_id, status, queued_at, started_at,
+                      attempts, records_processed, output, worker)
+SELECT v.job_name, 'message', v.message_id, 'running', coalesce(v.sent_at, %(now)s),
+       %(now)s, 1, 0, '', %(worker)s
+FROM unnest(%(job_names)s::text[], %(message_ids)s::text[], %(sent_at)s::timestamptz[])
+     AS v(job_name, message_id, sent_at)
+ON CONFLICT DO NOTHING
+RETURNING message_id, id, job_name, scheduled_for
+"""
+_PG_FINISH = f"""
+UPDATE job_runs AS r
+SET status = v.status, skip_reason = v.skip_reason, records_processed = v.records,
+    output = v.output, error = v.error, finished_at = v.finished_at
+FROM unnest(%(ids)s::bigint[], %(status)s::text[], %(skip_reason)s::text[],
+            %(records)s::integer[], %(output)s::text[], %(error)s::text[],
+            %(finished_at)s::timestamptz[])
+     AS v(id, status, skip_reason, records, output, error, finished_at)
+WHERE r.id = v.id
+RETURNING {_RETURN_ALL}
+"""
+
+
+def _start_existing(connection: Connection, writes: Sequence[StartRun]) -> list[Started | None]:
+    """Mark runs started unless finished or given up on; one UPDATE for the batch."""
+    now = utcnow()
+    if connection.dialect.name == "postgresql":
+        rows = connection.exec_driver_sql(
+            _PG_START_EXISTING,
+            {
+                "now": now,
+                "worker": worker_name(),
+                "ids": [w.run_id for w in writes],
+                "message_ids": [w.message_id for w in writes],
+                "limits": [w.redelivery_limit for w in writes],
+            },
+        )
+        found = {row[0]: (row[0], row[1], _utc(row[2])) for row in rows}
+        return [found.get(cast(int, w.run_id)) for w in writes]
+    out: list[Started | None] = []
+    for w in writes:
+        stmt = (
+            RUNS.update()
+            .where(
+                RUNS.c.id == w.run_id,
+                RUNS.c.status.not_in(FINISHED_STATUSES),
+                ~((RUNS.c.status == "running") & (RUNS.c.attempts >= w.redelivery_limit)),
+            )
+            .values(
+                status="running",
+                started_at=now,
+                attempts=RUNS.c.attempts + 1,
+                worker=worker_name(),
+                message_id=func.coalesce(RUNS.c.message_id, w.message_id),
+            )
+            .returning(*_STARTED)
+        )
+        row = connection.execute(stmt).one_or_none()
+        out.append(None if row is None else (row[0], row[1], row[2]))
+    return out
+
+
+def _start_new(connection: Connection, writes: Sequence[StartRun]) -> list[Started | None]:
+    """Create started runs for plain messages; a message seen before is left alone."""
+    now = utcnow()
+    if connection.dialect.name == "postgresql":
+        rows = connection.exec_driver_sql(
+            _PG_START_NEW,
+            {
+                "now": now,
+                "worker": worker_name(),
+                "job_names": [w.actor_name for w in writes],
+                "message_ids": [w.message_id for w in writes],
+                "sent_at": [w.sent_at for w in writes],
+            },
+        )
+        found = {row[0]: (row[1], row[2], _utc(row[3])) for row in rows}
+        return [found.get(w.message_id) for w in writes]
+    out: list[Started | None] = []
+    for w in writes:
+        stmt = (
+            sqlite.insert(RUNS)
+            .values(
+                job_name=w.actor_name,
+                trigger="message",
+                message_id=w.message_id,
+                status="running",
+                queued_at=w.sent_at or now,
+                started_at=now,
+                attempts=1,
+                records_processed=0,
+                output="",
+                worker=worker_name(),
+            )
+            .on_conflict_do_nothing()
+            .returning(*_STARTED)
+        )
+        row = connection.execute(stmt).one_or_none()
+        out.append(None if row is None else (row[0], row[1], row[2]))
+    return out
+
+
+def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]:
+    """Record outcomes; one UPDATE for the batch. Returns detached runs for the hooks."""
+    if connection.dialect.name == "postgresql":
+        rows = connection.exec_driver_sql(
+            _PG_FINISH,
+            {
+                "ids": [w.run_id for w in writes],
+                "status": [w.values["status"] for w in writes],
+                "skip_reason": [w.values.get("skip_reason") for w in writes],
+                "records": [w.values.get("records_processed", 0) for w in writes],
+                "output": [w.values.get("output", "") for w in writes],
+                "error": [w.values.get("error") for w in writes],
+                "finished_at": [w.values.get("finished_at") for w in writes],
+            },
+        )
+        runs = {}
+        for row in rows:
+            values = dict(zip(_COLUMNS, row, strict=True))
+            for name, value in values.items():
+                if isinstance(value, dt.datetime):
+                    values[name] = _utc(value)
+            runs[values["id"]] = JobRun(**values)
+        return [runs[w.run_id] for w in writes]
+    out = []
+    for w in writes:
+        stmt = RUNS.update().where(RUNS.c.id == w.run_id).values(**w.values)
+        row = connection.execute(stmt.returning(*RUNS.c)).one()
+        out.append(JobRun(**row._asdict()))
+    return out
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC)
