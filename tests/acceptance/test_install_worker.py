@@ -96,7 +96,12 @@ def _create(client: InstallClient, runtime: Any, org_id: str) -> int:
     plan = make_plan(
         runtime.db,
         [
-            ("Long step", "command", 'echo $$ >> "$INSTALL_MARKER"; exec sleep 60', True),
+            (
+                "Long step",
+                "command",
+                'echo step-started; echo $$ >> "$INSTALL_MARKER"; exec sleep 60',
+                True,
+            ),
             ("Never", "command", 'echo second >> "$INSTALL_MARKER"', True),
         ],
         slug=org_id.lower(),
@@ -117,6 +122,8 @@ def test_sigterm_mid_step_ends_the_job_canceled_with_the_retry_message(
     try:
         job_id = _create(client, runtime, "00DSIGTERM")
         _wait(lambda: bool(_marker_pids(marker)), 60, "step started", worker)
+        # (its output is already in the job's log while it runs),
+        _wait(lambda: "step-started" in _job(runtime, job_id).log, 10, "streamed log", worker)
         # when the worker is told to stop (SIGTERM, as Kubernetes does),
         os.kill(worker.pid, signal.SIGTERM)
         out, _ = worker.communicate(timeout=40)

@@ -68,10 +68,11 @@ def run_flows(
             if not _begin_step(db, job_id, step):
                 return _finish(db, settings, job_id, "canceled", JOB_CANCELED)
             begun = utcnow()
+            log = _LogStream(db, job_id)
             try:
                 outcome = with_backoff(
-                    lambda step=step: backend.run_step(  # type: ignore[misc]
-                        started.org, step, settings.install_step_timeout_s
+                    lambda step=step, log=log: backend.run_step(  # type: ignore[misc]
+                        started.org, step, settings.install_step_timeout_s, log.append
                     ),
                     retries=settings.backend_retries,
                     min_backoff_ms=settings.min_backoff_ms,
@@ -81,11 +82,20 @@ def run_flows(
             except StepFailed as exc:
                 output = scrub(exc.output, secrets) or ""
                 message = scrub(str(exc), secrets)
-                _record_step(db, job_id, step, "error", message, output, begun)
+                _record_step(db, job_id, step, "error", message, output, begun, log.streamed)
                 return _finish(
                     db, settings, job_id, "failed", scrub(f"{exc}\n{output}".strip(), secrets)
                 )
-            _record_step(db, job_id, step, outcome.status, outcome.message, outcome.output, begun)
+            _record_step(
+                db,
+                job_id,
+                step,
+                outcome.status,
+                outcome.message,
+                outcome.output,
+                begun,
+                log.streamed,
+            )
         return _finish(db, settings, job_id, "complete", None)
     except Shutdown:
         logger.warning("job %s interrupted by worker shutdown", job_id)
@@ -213,6 +223,26 @@ def _begin_step(db: Database, job_id: int, step: StepSpec) -> bool:
         return bool(connection.execute(statement).rowcount)
 
 
+class _LogStream:
+    """Appends a running step's output to the job's log as the backend reports it."""
+
+    def __init__(self, db: Database, job_id: int) -> None:
+        self.db, self.job_id = db, job_id
+        self.streamed = False
+
+    def append(self, text: str) -> None:
+        if not text:
+            return
+        self.streamed = True
+        statement = (
+            _JOBS.update()
+            .where(_JOBS.c.id == self.job_id)
+            .values(log=_JOBS.c.log + text, edited_at=utcnow())
+        )
+        with self.db.statement() as connection:
+            connection.execute(statement)
+
+
 def _record_step(
     db: Database,
     job_id: int,
@@ -221,7 +251,9 @@ def _record_step(
     message: str | None,
     output: str,
     begun: object,
+    streamed: bool,
 ) -> None:
+    """Store the step's result; its output joins the log unless it was streamed there."""
     now = utcnow()
     with db.session() as session:
         session.add(
@@ -236,7 +268,8 @@ def _record_step(
             )
         )
         line = f"Step {step.name!r}: {status}" + (f" ({message})" if message else "")
-        text = (output.rstrip() + "\n" if output.strip() else "") + line + "\n"
+        shown = "" if streamed or not output.strip() else output.rstrip() + "\n"
+        text = shown + line + "\n"
         session.execute(
             update(Job).where(Job.id == job_id).values(log=Job.log + text, edited_at=now)
         )
