@@ -96,7 +96,12 @@ def _create(client: InstallClient, runtime: Any, org_id: str) -> int:
     plan = make_plan(
         runtime.db,
         [
-            ("Long step", "command", 'echo $$ >> "$INSTALL_MARKER"; exec sleep 60', True),
+            (
+                "Long step",
+                "command",
+                'echo step-started; echo $$ >> "$INSTALL_MARKER"; exec sleep 60',
+                True,
+            ),
             ("Never", "command", 'echo second >> "$INSTALL_MARKER"', True),
         ],
         slug=org_id.lower(),
@@ -117,6 +122,8 @@ def test_sigterm_mid_step_ends_the_job_canceled_with_the_retry_message(
     try:
         job_id = _create(client, runtime, "00DSIGTERM")
         _wait(lambda: bool(_marker_pids(marker)), 60, "step started", worker)
+        # (its output is already in the job's log while it runs),
+        _wait(lambda: "step-started" in _job(runtime, job_id).log, 10, "streamed log", worker)
         # when the worker is told to stop (SIGTERM, as Kubernetes does),
         os.kill(worker.pid, signal.SIGTERM)
         out, _ = worker.communicate(timeout=40)
@@ -162,3 +169,60 @@ def test_a_redelivered_install_after_a_dead_worker_is_interrupted_not_rerun(
     job = _job(runtime, job_id)
     assert job.status == "canceled" and job.exception == JOB_INTERRUPTED
     assert len(_marker_pids(marker)) == 1
+
+
+def test_embedded_run_installs_a_job_written_by_another_process(tmp_path: Path) -> None:
+    # Given `tickwork run` (SQLite + in-process broker) in a fresh directory,
+    proc = subprocess.Popen(
+        tickwork_command("run"),
+        cwd=tmp_path,
+        env=tickwork_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        from schema.engine import Database
+
+        data_dir = tmp_path / ".tickwork"
+        _wait(lambda: (data_dir / "fernet.key").exists(), 60, "embedded start-up", proc)
+        settings = load_settings({"TICKWORK_DATA_DIR": str(data_dir)})
+        db = Database(settings)
+
+        def migrated() -> bool:
+            from sqlalchemy import inspect
+
+            return "jobs" in inspect(db.engine).get_table_names()
+
+        _wait(migrated, 60, "migrated", proc)
+        # when another process writes an install job straight into its database
+        # (no message: only the enqueuer's minute sweep can find it),
+        plan = make_plan(db, [("Echo", "command", "echo embedded install", True)])
+        user = make_user(db)
+        with db.session() as s:
+            job = Job(plan_id=plan.plan_id, org_id="00DEMB", user_id=user, steps=plan.step_ids)
+            s.add(job)
+            s.flush()
+            job_id = job.id
+        # then the scheduled enqueuer picks it up within a couple of minutes and it runs.
+        _wait(
+            lambda: _job_row(db, job_id).status in ("complete", "failed", "canceled"),
+            150,
+            "embedded install finished",
+            proc,
+        )
+        job = _job_row(db, job_id)
+        assert job.status == "complete", job.exception
+        assert "embedded install" in job.log
+        db.dispose()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+
+
+def _job_row(db: Any, job_id: int) -> Job:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job

@@ -134,16 +134,9 @@ def test_create_enqueue_run_complete_with_events(system: InstallSystem) -> None:
         )
     assert statuses == ["ok", "warn"]
     # and a UI bound to the topic exchange saw it start and complete.
-    wait_for(lambda: len(seen := system.tap.events()) >= 2 and bool(_keep(seen)), 10, "events")
-    assert [("job.started", str(job_id)), ("job.completed", str(job_id))] == _kept
-
-
-_kept: list[tuple[str, str]] = []
-
-
-def _keep(events: list[tuple[str, str]]) -> bool:
-    _kept[:] = events
-    return True
+    seen: list[tuple[str, str]] = []
+    wait_for(lambda: len(seen.__iadd__(system.tap.events())) >= 2, 10, "two events")
+    assert seen == [("job.started", str(job_id)), ("job.completed", str(job_id))]
 
 
 def test_cancel_mid_run_stops_before_the_next_step(system: InstallSystem) -> None:

@@ -17,7 +17,14 @@ from schema.engine import Database
 from schema.installs import Job, JobStepResult
 from tests.conftest import make_settings
 from tests.install_data import ACCESS_TOKEN, make_plan, make_user
-from workers.installs.backend import LocalOrgBackend, OrgRef, StepOutcome, StepSpec
+from workers.installs.backend import (
+    LocalOrgBackend,
+    OrgRef,
+    StepFailed,
+    StepOutcome,
+    StepSpec,
+    TransientBackendError,
+)
 from workers.installs.common import JOB_CANCELED, JOB_INTERRUPTED
 from workers.installs.run_flows import run_flows
 
@@ -139,10 +146,12 @@ class _CancelAfterFirst(LocalOrgBackend):
 
     canceled = ""
 
-    def run_step(self, org: OrgRef, step: StepSpec, timeout_s: float) -> StepOutcome:
+    def run_step(
+        self, org: OrgRef, step: StepSpec, timeout_s: float, on_output: Any = None
+    ) -> StepOutcome:
         from producers.client import cancel_job
 
-        outcome = super().run_step(org, step, timeout_s)
+        outcome = super().run_step(org, step, timeout_s, on_output)
         with self.db.session() as s:
             job_id = s.scalar(select(Job.id))
         assert job_id is not None
@@ -213,7 +222,9 @@ class _Raises(LocalOrgBackend):
         super().__init__(settings, db)
         self.exc = exc
 
-    def run_step(self, org: OrgRef, step: StepSpec, timeout_s: float) -> StepOutcome:
+    def run_step(
+        self, org: OrgRef, step: StepSpec, timeout_s: float, on_output: Any = None
+    ) -> StepOutcome:
         raise self.exc
 
 
@@ -248,3 +259,68 @@ def test_another_started_job_on_the_org_fails_this_one(env: Any) -> None:
     backend = LocalOrgBackend(settings, db)
     assert run_flows(db, settings, backend, RunFlows(job_id=job_id), MSG) == "failed"
     assert "already running on this org" in (_get(db, job_id).exception or "")
+
+
+class _Flaky(LocalOrgBackend):
+    """Unreachable twice (nothing done), then runs the step."""
+
+    calls = 0
+
+    def run_step(
+        self, org: OrgRef, step: StepSpec, timeout_s: float, on_output: Any = None
+    ) -> StepOutcome:
+        self.calls += 1
+        if self.calls < 3:
+            raise TransientBackendError("connection refused")
+        return super().run_step(org, step, timeout_s, on_output)
+
+
+def test_a_transient_backend_error_is_retried_and_a_step_failure_is_not(env: Any) -> None:
+    settings, db, _ = env
+    plan = make_plan(db, [("One", "task", "tests.install_data:ok_step", True)])
+    user = make_user(db)
+    flaky = _Flaky(settings, db)
+    job_id = _job(db, plan, user)
+    assert run_flows(db, settings, flaky, RunFlows(job_id=job_id), MSG) == "complete"
+    assert flaky.calls == 3
+    with db.session() as s:
+        s.get(Job, job_id).org_id = "00DDONE"  # type: ignore[union-attr]
+    failing = _Raises(settings, db, StepFailed("bad metadata"))
+    calls: list[int] = []
+    original = failing.run_step
+
+    def counted(*args: Any, **kwargs: Any) -> StepOutcome:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    failing.run_step = counted  # type: ignore[method-assign]
+    second = _job(db, plan, user)
+    assert run_flows(db, settings, failing, RunFlows(job_id=second), MSG) == "failed"
+    assert calls == [1]
+
+
+def test_command_output_reaches_the_log_while_the_step_runs(env: Any) -> None:
+    settings, db, _ = env
+    plan = make_plan(
+        db, [("Chatty", "command", "echo first line; sleep 1.6; echo second line", True)]
+    )
+    job_id = _job(db, plan, make_user(db))
+    seen_during: list[str] = []
+
+    class Watching(LocalOrgBackend):
+        def run_step(
+            self, org: OrgRef, step: StepSpec, timeout_s: float, on_output: Any = None
+        ) -> StepOutcome:
+            def sink(text: str) -> None:
+                on_output(text)
+                seen_during.append(_get(db, job_id).log)
+
+            return super().run_step(org, step, timeout_s, sink)
+
+    assert run_flows(db, settings, Watching(settings, db), RunFlows(job_id=job_id), MSG) == (
+        "complete"
+    )
+    # The first line was in the log while the step still ran; nothing is logged twice.
+    assert any("first line" in log and "second line" not in log for log in seen_during)
+    log = _get(db, job_id).log
+    assert log.count("first line") == 1 and log.count("second line") == 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
 from producers.client import InstallClient, publish
-from producers.contracts import UpdateAllTranslations
+from producers.contracts import Preflight, UpdateAllTranslations
 from producers.events import StatusEvent, local_events
 from schema.base import utcnow
 from schema.catalog import Plan, Product, Step, Translation
@@ -16,7 +17,10 @@ from schema.installs import Job, PreflightResult
 from schema.orgs import Org, ScratchOrg
 from tests.conftest import Embedded
 from tests.install_data import make_plan, make_user
+from workers.installs.backend import LocalOrgBackend, OrgRef, ScratchOrgInfo, StepSpec
 from workers.installs.enqueuer import enqueue_pending
+from workers.installs.preflight import run_preflight
+from workers.installs.scratch_orgs import INTERRUPTED, create_scratch_org
 from workers.jobs.installs import enqueuer as enqueuer_job
 from workers.registry import get_job
 
@@ -202,3 +206,60 @@ def test_the_minute_sweep_enqueues_a_job_whose_immediate_enqueue_was_lost(
         run = s.get(JobRun, again)
         assert run is not None and run.status == "skipped"
         assert run.skip_reason == "no install job is waiting to be enqueued"
+
+
+class _Interrupting(LocalOrgBackend):
+    """A backend whose every call is interrupted by the worker (time limit or shutdown)."""
+
+    def __init__(self, settings: Any, db: Any, exc: BaseException) -> None:
+        super().__init__(settings, db)
+        self.exc = exc
+
+    def run_check(self, org: OrgRef, check: StepSpec, timeout_s: float) -> str | None:
+        raise self.exc
+
+    def create_scratch_org(self, config: dict[str, Any], timeout_s: float) -> ScratchOrgInfo:
+        raise self.exc
+
+
+def test_a_preflight_past_its_time_limit_ends_failed_not_stuck(embedded: Embedded) -> None:
+    db, settings = embedded.db, embedded.runtime.settings
+    plan = make_plan(
+        db, [("One", "task", "tests.install_data:ok_step", True)], [("C", "true", "error")]
+    )
+    with db.session() as s:
+        preflight = PreflightResult(org_id="00DA", user_id=None, plan_id=plan.plan_id)
+        s.add(preflight)
+        s.flush()
+        preflight_id = preflight.id
+    backend = _Interrupting(settings, db, TimeLimitExceeded())
+    assert run_preflight(db, settings, backend, Preflight(preflight_id=preflight_id)) == "failed"
+    with db.session() as s:
+        row = s.get(PreflightResult, preflight_id)
+        assert row is not None and not row.is_valid
+        assert row.exception == "The preflight exceeded its time limit of 60 s."
+
+
+def test_a_scratch_org_interrupted_by_shutdown_or_a_dead_worker_ends_failed(
+    embedded: Embedded,
+) -> None:
+    db, settings, broker = embedded.db, embedded.runtime.settings, embedded.broker
+    plan = make_plan(db, [("One", "task", "tests.install_data:ok_step", True)])
+    with db.session() as s:
+        s.add(ScratchOrg(uuid="a" * 36, plan_id=plan.plan_id, email="x@example.com"))
+        s.add(ScratchOrg(uuid="b" * 36, plan_id=plan.plan_id, org_id="00DDEAD", email=None))
+        s.add(Org(org_id="00DDEAD", org_type="scratch", is_scratch=True))
+    # Given one request whose worker is shutting down, and one whose worker died after
+    # creating the org (the message comes back with the org already recorded),
+    shutdown = _Interrupting(settings, db, Shutdown())
+    assert create_scratch_org(db, settings, broker, shutdown, "a" * 36) == "failed"
+    ok = LocalOrgBackend(settings, db)
+    assert create_scratch_org(db, settings, broker, ok, "b" * 36) == "failed"
+    embedded.drain()
+    # then both end failed with the reason, and the orphaned org is deleted.
+    with db.session() as s:
+        rows = {r.uuid[0]: r for r in s.scalars(select(ScratchOrg))}
+        assert s.scalar(select(Org).where(Org.org_id == "00DDEAD")) is None
+    assert rows["a"].status == rows["b"].status == "failed"
+    assert rows["a"].exception == rows["b"].exception == INTERRUPTED
+    assert rows["a"].email is None

@@ -66,3 +66,25 @@ def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> N
     # when released, the flag goes back to 0.
     control.release(embedded.db, embedded.broker, "reschedule")
     assert state(embedded.db)["tickwork_scheduler_held"] == 0.0
+
+
+def test_a_failing_tick_hook_does_not_fail_the_tick(embedded: Embedded) -> None:
+    from workers.scheduler import actors
+
+    def broken(report: object, at: object) -> None:
+        raise RuntimeError("metrics backend exploded")
+
+    # Given an on-tick hook that raises, called before the metrics hooks,
+    actors._tick_hooks.insert(0, broken)
+    processed = value("tickwork_scheduler_ticks_processed_total", held="false") or 0.0
+    try:
+        # when a tick is processed,
+        embedded.broker.get_actor(TICK_ACTOR).send_with_options(
+            scheduled_at=floor_minute(utcnow()).isoformat()
+        )
+        embedded.drain()
+    finally:
+        actors._tick_hooks.remove(broken)
+    # then the tick still counts, and the hooks after it still ran.
+    assert "tickwork_scheduler_last_tick_timestamp_seconds" in state(embedded.db)
+    assert value("tickwork_scheduler_ticks_processed_total", held="false") == processed + 1

@@ -40,6 +40,7 @@ from tickwork.scrub import scrub
 from tickwork.settings import Settings
 
 T = TypeVar("T")
+OutputSink = Callable[[str], None]
 OUTPUT_LIMIT_CHARS = 64_000
 STEP_STATUSES = ("ok", "warn", "error", "skip")
 
@@ -104,8 +105,17 @@ class ScratchOrgInfo:
 class OrgBackend(Protocol):
     """What tickwork needs from whatever talks to orgs."""
 
-    def run_step(self, org: OrgRef, step: StepSpec, timeout_s: float) -> StepOutcome:
-        """Run one plan step. Raise StepFailed when it fails; return its outcome."""
+    def run_step(
+        self,
+        org: OrgRef,
+        step: StepSpec,
+        timeout_s: float,
+        on_output: OutputSink | None = None,
+    ) -> StepOutcome:
+        """Run one plan step. Raise StepFailed when it fails; return its outcome.
+
+        A backend that can stream calls ``on_output`` with scrubbed output as it grows
+        (run_flows appends it to the job's log); the outcome still carries all of it."""
         ...
 
     def run_check(self, org: OrgRef, check: StepSpec, timeout_s: float) -> str | None:
@@ -179,13 +189,18 @@ def import_callable(path: str) -> Callable[..., Any]:
 
 
 def run_command(
-    command: str, env: dict[str, str], timeout_s: float, secrets: tuple[str, ...]
+    command: str,
+    env: dict[str, str],
+    timeout_s: float,
+    secrets: tuple[str, ...],
+    on_output: OutputSink | None = None,
 ) -> tuple[int, str]:
     """Run ``command`` with ``/bin/sh`` in its own process group; return (exit code, output).
 
     The wait is a short poll loop, not one blocking call, so the worker's shutdown
     notification (an exception raised in this thread) arrives within a quarter second;
-    on that exception, or on timeout, the whole process group is killed.
+    on that exception, or on timeout, the whole process group is killed. ``on_output``
+    gets the output as it grows, in whole lines, scrubbed, about once a second.
     """
     with tempfile.TemporaryFile(mode="w+b") as out:
         proc = subprocess.Popen(
@@ -197,12 +212,14 @@ def run_command(
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
+        tail = _Tail(out.fileno(), secrets, on_output)
         try:
             while True:
                 try:
                     code = proc.wait(timeout=0.25)
                     break
                 except subprocess.TimeoutExpired:
+                    tail.poll()
                     if time.monotonic() >= deadline:
                         _kill_group(proc)
                         out.seek(0)
@@ -214,8 +231,30 @@ def run_command(
         except BaseException:
             _kill_group(proc)
             raise
+        tail.poll(final=True)
         out.seek(0)
         return code, scrub(_clip(out.read().decode(errors="replace")), secrets) or ""
+
+
+class _Tail:
+    """Hands new output lines to a sink without moving the file offset the child writes at
+    (``os.pread``: the child shares the open file, so a seek would misplace its writes)."""
+
+    def __init__(self, fd: int, secrets: tuple[str, ...], sink: OutputSink | None) -> None:
+        self.fd, self.secrets, self.sink = fd, secrets, sink
+        self.offset = 0
+        self.last = time.monotonic()
+
+    def poll(self, final: bool = False) -> None:
+        if self.sink is None or (not final and time.monotonic() - self.last < 1.0):
+            return
+        self.last = time.monotonic()
+        data = os.pread(self.fd, 1 << 20, self.offset)
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]  # whole lines only: secrets are never split
+        if data:
+            self.offset += len(data)
+            self.sink(scrub(data.decode(errors="replace"), self.secrets) or "")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -246,9 +285,16 @@ class LocalOrgBackend:
         env["TICKWORK_ACCESS_TOKEN"] = org.access_token or ""
         return env
 
-    def run_step(self, org: OrgRef, step: StepSpec, timeout_s: float) -> StepOutcome:
+    def run_step(
+        self,
+        org: OrgRef,
+        step: StepSpec,
+        timeout_s: float,
+        on_output: OutputSink | None = None,
+    ) -> StepOutcome:
         if step.kind == "command":
-            code, output = run_command(step.path, self._env(org), timeout_s, org.secrets)
+            env = self._env(org)
+            code, output = run_command(step.path, env, timeout_s, org.secrets, on_output)
             if code != 0:
                 raise StepFailed(f"step {step.name!r}: command exited with status {code}", output)
             return StepOutcome("ok", None, output)

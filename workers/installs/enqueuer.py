@@ -3,9 +3,10 @@
 Rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite
 takes its single write lock first), so two enqueuers racing never pick the same job.
 The message is sent while the rows are still locked and ``enqueued_at`` + the
-message id are committed right after: if that commit fails, the sent message's id is
-not the job's, and ``run_flows`` drops it as a stray — the job is enqueued again by
-the next sweep, still at most one run. Enqueuing also invalidates the valid
+message id are committed right after. If that commit fails, the job may be sent
+again by the next sweep; whichever message arrives first claims the job
+(``created → started``, one statement) and the other finds it started or sees that its
+id is not the job's, and runs nothing: still at most one run. Enqueuing also invalidates the valid
 preflights of the same (org, user, plan): a preflight is good for one install.
 """
 

@@ -14,7 +14,7 @@ import logging
 import traceback
 from typing import Any
 
-from dramatiq.middleware import Shutdown
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select, update
 
 from producers.contracts import Preflight
@@ -93,6 +93,10 @@ def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload
         return _finish(
             db, settings, preflight_id, "canceled", results, "interrupted by worker shutdown"
         )
+    except TimeLimitExceeded:
+        limit_s = settings.short_job_time_limit_s
+        message = f"The preflight exceeded its time limit of {limit_s} s."
+        return _finish(db, settings, preflight_id, "failed", results, message)
     except Exception as exc:
         text = "".join(traceback.format_exception(exc, limit=20))
         return _finish(db, settings, preflight_id, "failed", results, scrub(text, org.secrets))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
+from typing import cast
 
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
-from sqlalchemy import select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from producers.contracts import RunFlows
@@ -40,6 +41,7 @@ from workers.installs.common import EVENT_STATUS, JOB_CANCELED, JOB_INTERRUPTED,
 logger = logging.getLogger(__name__)
 
 ORG_BUSY = "Another installation is already running on this org."
+_JOBS = cast(Table, Job.__table__)
 
 
 @dataclass
@@ -66,10 +68,11 @@ def run_flows(
             if not _begin_step(db, job_id, step):
                 return _finish(db, settings, job_id, "canceled", JOB_CANCELED)
             begun = utcnow()
+            log = _LogStream(db, job_id)
             try:
                 outcome = with_backoff(
-                    lambda step=step: backend.run_step(  # type: ignore[misc]
-                        started.org, step, settings.install_step_timeout_s
+                    lambda step=step, log=log: backend.run_step(  # type: ignore[misc]
+                        started.org, step, settings.install_step_timeout_s, log.append
                     ),
                     retries=settings.backend_retries,
                     min_backoff_ms=settings.min_backoff_ms,
@@ -79,11 +82,20 @@ def run_flows(
             except StepFailed as exc:
                 output = scrub(exc.output, secrets) or ""
                 message = scrub(str(exc), secrets)
-                _record_step(db, job_id, step, "error", message, output, begun)
+                _record_step(db, job_id, step, "error", message, output, begun, log.streamed)
                 return _finish(
                     db, settings, job_id, "failed", scrub(f"{exc}\n{output}".strip(), secrets)
                 )
-            _record_step(db, job_id, step, outcome.status, outcome.message, outcome.output, begun)
+            _record_step(
+                db,
+                job_id,
+                step,
+                outcome.status,
+                outcome.message,
+                outcome.output,
+                begun,
+                log.streamed,
+            )
         return _finish(db, settings, job_id, "complete", None)
     except Shutdown:
         logger.warning("job %s interrupted by worker shutdown", job_id)
@@ -101,19 +113,63 @@ def run_flows(
         return _finish(db, settings, job_id, "failed", scrub(text, secrets))
 
 
+_Claimed = tuple[str, int | None, int, list[int]]
+
+
 def _start(db: Database, settings: Settings, job_id: int, message_id: str) -> _Started | str:
-    """Move the job to ``started`` in one transaction, or say why it must not run (and
-    end it when it must not run again)."""
+    """Move the job to ``started``, or say why it must not run (and end it when it must
+    not run again). The common case is one autocommit statement; anything unusual takes
+    the careful path under a row lock."""
+    claimed: _Claimed | str | None
     try:
-        return _start_in_transaction(db, settings, job_id, message_id)
+        claimed = _claim(db, job_id, message_id)
+        if claimed is None:
+            claimed = _start_carefully(db, settings, job_id, message_id)
     except IntegrityError:
-        # The one-started-job-per-org index caught a race the check above could not see.
+        # The one-started-job-per-org index: another install holds the org.
         return _finish(db, settings, job_id, "failed", ORG_BUSY, ("created",))
+    if isinstance(claimed, str):
+        return claimed
+    org_id, user_id, plan_id, selected = claimed
+    org, steps = OrgRef(org_id=org_id), list[StepSpec]()
+    if selected:  # a job with nothing selected needs neither credentials nor steps
+        with db.session() as session:
+            org = org_ref(session, org_id, user_id)
+            rows = session.scalars(
+                select(Step).where(Step.plan_id == plan_id, Step.id.in_(selected))
+            ).all()
+            steps = [
+                StepSpec(id=s.id, name=s.name, kind=s.kind, path=s.path)
+                for s in sorted(rows, key=lambda s: s.order)
+            ]
+    emit(settings, "job", job_id, "started")
+    return _Started(org=org, steps=steps)
 
 
-def _start_in_transaction(
+def _claim(db: Database, job_id: int, message_id: str) -> _Claimed | None:
+    """created → started in one statement, when nothing stands in the way."""
+    now = utcnow()
+    statement = (
+        _JOBS.update()
+        .where(
+            _JOBS.c.id == job_id,
+            _JOBS.c.status == "created",
+            _JOBS.c.cancel_requested_at.is_(None),
+            or_(_JOBS.c.message_id.is_(None), _JOBS.c.message_id == message_id),
+        )
+        .values(status="started", started_at=now, edited_at=now)
+        .returning(_JOBS.c.org_id, _JOBS.c.user_id, _JOBS.c.plan_id, _JOBS.c.steps)
+    )
+    with db.statement() as connection:
+        row = connection.execute(statement).first()
+    if row is None:
+        return None
+    return (row.org_id, row.user_id, row.plan_id, [int(s) for s in row.steps or []])
+
+
+def _start_carefully(
     db: Database, settings: Settings, job_id: int, message_id: str
-) -> _Started | str:
+) -> _Claimed | str:
     ended: tuple[str, str] | None = None
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -143,39 +199,48 @@ def _start_in_transaction(
         else:
             job.status = "started"
             job.started_at = job.edited_at = now
-        if ended is not None:
-            job.status, job.exception = ended
-            job.edited_at = now
-            if ended[0] == "canceled":
-                job.canceled_at = now
-        else:
-            org = org_ref(session, job.org_id, job.user_id)
-            selected = [int(s) for s in job.steps]
-            rows = session.scalars(
-                select(Step).where(Step.plan_id == job.plan_id, Step.id.in_(selected))
-            ).all()
-            steps = [
-                StepSpec(id=s.id, name=s.name, kind=s.kind, path=s.path)
-                for s in sorted(rows, key=lambda s: s.order)
-            ]
-    if ended is not None:
-        emit(settings, "job", job_id, EVENT_STATUS[ended[0]], message=ended[1])
-        return ended[0]
-    emit(settings, "job", job_id, "started")
-    return _Started(org=org, steps=steps)
+            return (job.org_id, job.user_id, job.plan_id, [int(s) for s in job.steps])
+        job.status, job.exception = ended
+        job.edited_at = now
+        if ended[0] == "canceled":
+            job.canceled_at = now
+    emit(settings, "job", job_id, EVENT_STATUS[ended[0]], message=ended[1])
+    return ended[0]
 
 
 def _begin_step(db: Database, job_id: int, step: StepSpec) -> bool:
     """Log the step's start unless a cancel was asked for (or the job was ended)."""
-    with db.session() as session:
-        row = session.execute(
-            select(Job.status, Job.cancel_requested_at).where(Job.id == job_id).with_for_update()
-        ).first()
-        if row is None or row.status != "started" or row.cancel_requested_at is not None:
-            return False
-        values = {"log": Job.log + f"Running step {step.name!r}\n", "edited_at": utcnow()}
-        session.execute(update(Job).where(Job.id == job_id).values(values))
-    return True
+    statement = (
+        _JOBS.update()
+        .where(
+            _JOBS.c.id == job_id,
+            _JOBS.c.status == "started",
+            _JOBS.c.cancel_requested_at.is_(None),
+        )
+        .values(log=_JOBS.c.log + f"Running step {step.name!r}\n", edited_at=utcnow())
+    )
+    with db.statement() as connection:
+        return bool(connection.execute(statement).rowcount)
+
+
+class _LogStream:
+    """Appends a running step's output to the job's log as the backend reports it."""
+
+    def __init__(self, db: Database, job_id: int) -> None:
+        self.db, self.job_id = db, job_id
+        self.streamed = False
+
+    def append(self, text: str) -> None:
+        if not text:
+            return
+        self.streamed = True
+        statement = (
+            _JOBS.update()
+            .where(_JOBS.c.id == self.job_id)
+            .values(log=_JOBS.c.log + text, edited_at=utcnow())
+        )
+        with self.db.statement() as connection:
+            connection.execute(statement)
 
 
 def _record_step(
@@ -186,7 +251,9 @@ def _record_step(
     message: str | None,
     output: str,
     begun: object,
+    streamed: bool,
 ) -> None:
+    """Store the step's result; its output joins the log unless it was streamed there."""
     now = utcnow()
     with db.session() as session:
         session.add(
@@ -201,7 +268,8 @@ def _record_step(
             )
         )
         line = f"Step {step.name!r}: {status}" + (f" ({message})" if message else "")
-        text = (output.rstrip() + "\n" if output.strip() else "") + line + "\n"
+        shown = "" if streamed or not output.strip() else output.rstrip() + "\n"
+        text = shown + line + "\n"
         session.execute(
             update(Job).where(Job.id == job_id).values(log=Job.log + text, edited_at=now)
         )
@@ -224,11 +292,13 @@ def _finish(
         values["canceled_at"] = now
     if exception is not None:
         values["exception"] = exception
-    with db.session() as session:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(from_statuses)).values(**values)
+    with db.statement() as connection:
+        result = connection.execute(
+            _JOBS.update()
+            .where(_JOBS.c.id == job_id, _JOBS.c.status.in_(from_statuses))
+            .values(**values)
         )
-        changed = bool(result.rowcount)  # type: ignore[attr-defined]
+        changed = bool(result.rowcount)
     if changed:
         emit(settings, "job", job_id, EVENT_STATUS[status], message=exception)
         return status

@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
 from producers.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
@@ -31,6 +32,8 @@ from workers.installs.backend import OrgBackend, with_backoff
 from workers.installs.preflight import has_errors, run_preflight
 
 logger = logging.getLogger(__name__)
+
+INTERRUPTED = "The scratch org creation was interrupted. Please request a new scratch org."
 
 
 class ScratchOrgInterrupted(Exception):
@@ -61,9 +64,7 @@ def create_scratch_org(
     emit(settings, "org", scratch_org_uuid, "started")
     try:
         if interrupted:
-            raise ScratchOrgInterrupted(
-                "The scratch org creation was interrupted. Please request a new scratch org."
-            )
+            raise ScratchOrgInterrupted(INTERRUPTED)
         info = with_backoff(
             lambda: backend.create_scratch_org(config, settings.scratch_org_timeout_s),
             retries=settings.backend_retries,
@@ -97,6 +98,13 @@ def create_scratch_org(
             request.updated_at = utcnow()
         emit(settings, "org", scratch_org_uuid, "completed", org_id=info.org_id, job_id=job_id)
         return "complete"
+    except Shutdown:
+        _fail(db, settings, broker, scratch_org_uuid, INTERRUPTED)
+        return "failed"
+    except TimeLimitExceeded:
+        limit_s = settings.job_time_limit_s
+        _fail(db, settings, broker, scratch_org_uuid, f"Exceeded the time limit of {limit_s} s.")
+        return "failed"
     except Exception as exc:
         reason = (
             str(exc)
