@@ -19,31 +19,43 @@ from tests.bench.figures import Comparison, Results, render
 
 COMPARISONS = [
     Comparison(
-        "enqueue: tickwork send / bare Dramatiq send",
-        "tickwork enqueue (actor.send)",
+        "enqueue: client publish (confirms off) / bare Dramatiq send",
+        "client publish, confirms off",
         "bare Dramatiq enqueue",
         0.8,
     ),
     Comparison(
-        "drain, 1 process: tickwork / bare Dramatiq",
+        "enqueue: client publish (confirms on, default) / bare Dramatiq send",
+        "client publish, confirms on (default)",
+        "bare Dramatiq enqueue",
+        None,
+    ),
+    Comparison(
+        "drain: no-op install jobs / bare Dramatiq",
+        "no-op install jobs drained, 1 worker process",
+        "bare Dramatiq drain",
+        0.9,
+    ),
+    Comparison(
+        "drain, no-op jobs with run records, 1 process / bare Dramatiq",
         "tickwork drain, 1 worker process",
         "bare Dramatiq drain",
         0.9,
     ),
     Comparison(
-        "drain, 2 processes: tickwork / bare Dramatiq (1 process)",
+        "drain, run records, 2 processes / bare Dramatiq (1 process)",
         "tickwork drain, 2 worker processes",
         "bare Dramatiq drain",
         0.9,
     ),
     Comparison(
-        "drain, 1 process: tickwork / Celery",
+        "drain, run records, 1 process / Celery",
         "tickwork drain, 1 worker process",
         "Celery drain (incl. worker start)",
         2.0,
     ),
     Comparison(
-        "drain, 1 process: tickwork / raw pika consume+ack",
+        "drain, run records, 1 process / raw pika consume+ack",
         "tickwork drain, 1 worker process",
         "raw pika consume+ack",
         None,
@@ -57,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages per drain/enqueue")
     parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
     parser.add_argument(
-        "--only", default="", help="comma-separated: anchors,enqueue,drain,latency,dispatcher"
+        "--only",
+        default="",
+        help="comma-separated: anchors,enqueue,drain,installs,latency,dispatcher",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.messages < 100:
@@ -91,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     with measures.bench_env() as env:
         if "enqueue" in wanted:
             step("tickwork: enqueue", lambda: measures.measure_enqueue(results, env, n))
+            step(
+                "tickwork: client publish", lambda: measures.measure_client_publish(results, env, n)
+            )
+        if "installs" in wanted:
+            step(
+                "tickwork: no-op install drain",
+                lambda: measures.measure_install_drain(results, env, n),
+            )
+            step(
+                "tickwork: 2 racing enqueuers",
+                lambda: measures.measure_enqueuer_race(results, env, 2 * n),
+            )
         if "drain" in wanted:
             for processes in (1, 2):
                 step(

@@ -170,7 +170,11 @@ def measure_enqueue(results: Results, env: BenchEnv, n: int) -> None:
         started = time.perf_counter()
         for _ in range(n):
             actor.send()
-        results.add("tickwork enqueue (actor.send)", "msg/s", n / (time.perf_counter() - started))
+        results.add(
+            "tickwork actor.send, confirms on (default)",
+            "msg/s",
+            n / (time.perf_counter() - started),
+        )
         started = time.perf_counter()
         count = max(1, n // 5)
         from workers.scheduler import control
@@ -288,3 +292,128 @@ def measure_dispatcher(results: Results, count: int) -> None:
         statistics.median(cpu[1:]),
         False,
     )
+
+
+def measure_client_publish(results: Results, env: BenchEnv, n: int) -> None:
+    """The producers client (validated contract + send), with publisher confirms on (the
+    default: a message is on the broker when send returns) and off (like the reference)."""
+    from producers.client import publish
+    from producers.contracts import EnqueueInstallJob
+
+    for confirm in (False, True):
+        with runtime_with(env, TICKWORK_BROKER_CONFIRM_DELIVERY=str(confirm)) as rt:
+            started = time.perf_counter()
+            for i in range(n):
+                publish(rt.broker, EnqueueInstallJob(job_id=i + 1))
+            rate = n / (time.perf_counter() - started)
+            _purge(env)
+        label = "on (default)" if confirm else "off"
+        results.add(f"client publish, confirms {label}", "msg/s", rate)
+
+
+def measure_install_drain(results: Results, env: BenchEnv, n: int) -> None:
+    """N no-op install jobs (no steps) through enqueuer and run_flows, one worker process."""
+    from sqlalchemy import insert
+
+    from schema.installs import Job
+    from tests.install_data import make_plan, make_user
+    from workers.installs.enqueuer import enqueue_pending
+
+    with runtime(env) as rt:
+        plan = make_plan(
+            rt.db,
+            [("Noop", "task", "tests.install_data:ok_step", False)],
+            slug=f"bench{uuid.uuid4().hex[:6]}",
+        )
+        user = make_user(rt.db, name=f"bench{uuid.uuid4().hex[:6]}")
+        with rt.db.session() as session:
+            session.execute(
+                insert(Job),
+                [
+                    {"plan_id": plan.plan_id, "org_id": f"00D{i:08d}", "user_id": user, "steps": []}
+                    for i in range(n)
+                ],
+            )
+        assert enqueue_pending(rt.db, rt.broker) == n
+        with workers(env, 1) as proc:
+            deadline = time.monotonic() + max(120.0, n / 20)
+            while time.monotonic() < deadline:
+                with rt.db.session() as session:
+                    done = session.scalar(
+                        select(func.count()).select_from(Job).where(Job.status == "complete")
+                    )
+                if done == n:
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.2)
+            else:
+                raise TimeoutError(f"{n} install jobs not complete in time")
+        with rt.db.session() as session:
+            first, last = session.execute(
+                select(func.min(Job.enqueued_at), func.max(Job.success_at))
+            ).one()
+            session.execute(delete(Job))
+    results.add(
+        "no-op install jobs drained, 1 worker process", "jobs/s", n / (last - first).total_seconds()
+    )
+
+
+def measure_enqueuer_race(results: Results, env: BenchEnv, n: int) -> None:
+    """Two enqueuers racing over N pending jobs: throughput, and each enqueued exactly once."""
+    import threading
+
+    from sqlalchemy import insert
+
+    from schema.installs import Job
+    from tests.install_data import make_plan, make_user
+    from workers.installs.enqueuer import enqueue_pending
+
+    with runtime(env) as rt:
+        plan = make_plan(
+            rt.db,
+            [("Noop", "task", "tests.install_data:ok_step", False)],
+            slug=f"bench{uuid.uuid4().hex[:6]}",
+        )
+        user = make_user(rt.db, name=f"race{uuid.uuid4().hex[:6]}")
+        with rt.db.session() as session:
+            session.execute(
+                insert(Job),
+                [
+                    {"plan_id": plan.plan_id, "org_id": f"00R{i:08d}", "user_id": user, "steps": []}
+                    for i in range(n)
+                ],
+            )
+        counts = [0, 0]
+
+        def enqueuer(k: int) -> None:
+            counts[k] = enqueue_pending(rt.db, rt.broker)
+
+        threads = [threading.Thread(target=enqueuer, args=(k,)) for k in (0, 1)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        with rt.db.session() as session:
+            unenqueued = session.scalar(
+                select(func.count()).select_from(Job).where(Job.enqueued_at.is_(None))
+            )
+            session.execute(delete(Job))
+        _purge(env)
+    if sum(counts) != n or unenqueued:
+        raise AssertionError(f"enqueuers sent {counts} for {n} jobs ({unenqueued} left)")
+    results.add("enqueuer, 2 racing: jobs enqueued exactly once", "jobs/s", n / elapsed)
+
+
+@contextmanager
+def runtime_with(env: BenchEnv, **extra: str) -> Iterator[Any]:
+    from workers.app import build_runtime
+
+    rt = build_runtime(env.settings(**extra))
+    try:
+        yield rt
+    finally:
+        rt.broker.close()
+        rt.db.dispose()
