@@ -9,9 +9,14 @@ publish that fails is logged and dropped, never allowed to fail the job.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
+import os
+import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
@@ -70,57 +75,119 @@ class LocalEvents:
 
 
 class RabbitEvents:
-    """Publishes to a durable topic exchange with pika; one connection per thread
-    (pika connections are not thread-safe), reconnecting after a broker restart."""
+    """Publishes to a durable topic exchange from one background thread per process.
 
-    def __init__(self, url: str, exchange: str) -> None:
+    ``publish`` only queues the event, so a slow or restarting RabbitMQ never holds up a
+    job's state change; the thread keeps one pika connection (pika connections are not
+    thread-safe), services its heartbeats while idle, reconnects after a broker restart,
+    and is flushed at exit. Events are notifications: when the queue is full or RabbitMQ
+    stays away, they are logged and dropped.
+    """
+
+    def __init__(self, url: str, exchange: str, max_pending: int = 10_000) -> None:
         self.url = url
         self.exchange = exchange
-        self._local = threading.local()
+        self.max_pending = max_pending
         self._lock = threading.Lock()
-        self._connections: list[Any] = []
+        self._queue: queue.Queue[StatusEvent | None] = queue.Queue(max_pending)
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._registered = False
 
-    def _channel(self) -> Any:
+    def publish(self, event: StatusEvent) -> None:
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            logger.warning("event queue full (%d): dropped %s", self.max_pending, event.routing_key)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread did not come along
+                self._queue = queue.Queue(self.max_pending)
+                self._thread, self._pid = None, os.getpid()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="tickwork-events", daemon=True
+                )
+                self._thread.start()
+                if not self._registered:
+                    atexit.register(self.close)
+                    self._registered = True
+
+    def _connect(self) -> tuple[Any, Any]:
         import pika
 
-        channel = getattr(self._local, "channel", None)
-        if channel is not None and channel.is_open:
-            return channel
         params = pika.URLParameters(self.url)
         params.socket_timeout = 5
         params.blocked_connection_timeout = 5
         connection = pika.BlockingConnection(params)
         channel = connection.channel()
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        self._local.channel = channel
-        with self._lock:
-            self._connections.append(connection)
-        return channel
+        return connection, channel
 
-    def publish(self, event: StatusEvent) -> None:
+    def _run(self, events: queue.Queue[StatusEvent | None]) -> None:
         import pika
 
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
-        for attempt in (1, 2):  # a second try on a fresh connection after a broker restart
+        connection: Any = None
+        channel: Any = None
+        while True:
             try:
-                self._channel().basic_publish(
-                    self.exchange, event.routing_key, event.to_json(), properties
-                )
-                return
-            except Exception:
-                self._local.channel = None
-                if attempt == 2:
-                    logger.warning("could not publish event %s", event.routing_key, exc_info=True)
+                event = events.get(timeout=10)
+            except queue.Empty:
+                if connection is not None:  # answer heartbeats, or notice the loss
+                    try:
+                        connection.process_data_events(0)
+                    except Exception:
+                        connection = channel = None
+                continue
+            if event is None:
+                events.task_done()
+                break
+            for attempt in (1, 2):  # a second try on a fresh connection after a restart
+                try:
+                    if channel is None or not channel.is_open:
+                        connection, channel = self._connect()
+                    channel.basic_publish(
+                        self.exchange, event.routing_key, event.to_json(), properties
+                    )
+                    break
+                except Exception:
+                    _close_quietly(connection)
+                    connection = channel = None
+                    if attempt == 2:
+                        logger.warning(
+                            "could not publish event %s", event.routing_key, exc_info=True
+                        )
+            events.task_done()
+        _close_quietly(connection)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every queued event was handed to RabbitMQ (or given up on)."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            try:
-                if connection.is_open:
-                    connection.close()
-            except Exception:
-                logger.debug("closing an event connection failed", exc_info=True)
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            return
+        self.flush(2.0)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        thread.join(timeout=2.0)
+
+
+def _close_quietly(connection: Any) -> None:
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        logger.debug("closing an event connection failed", exc_info=True)
 
 
 _publishers: dict[tuple[str | None, str], EventPublisher] = {}

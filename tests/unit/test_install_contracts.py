@@ -75,3 +75,16 @@ def test_a_malformed_message_is_dead_lettered_and_the_worker_carries_on(
     # and the worker went on to process the good one (nothing else was dead-lettered).
     assert len(embedded.broker.dead_letters_by_queue[queue]) == 1
     assert embedded.broker.queues[queue].qsize() == 0
+
+
+def test_install_actors_retry_only_transient_errors(embedded: Embedded) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from workers.installs.backend import StepFailed
+
+    retry_when = embedded.broker.get_actor("delete_scratch_org").options["retry_when"]
+    assert retry_when(0, ConnectionRefusedError()) and retry_when(0, TimeoutError())
+    assert retry_when(0, OperationalError("SELECT 1", {}, Exception("server closed")))
+    assert not retry_when(0, StepFailed("the org refused"))
+    assert not retry_when(5, ConnectionRefusedError())  # TICKWORK_MAX_RETRIES (5) reached
+    assert embedded.broker.get_actor("run_flows").options["max_retries"] == 0

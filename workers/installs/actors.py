@@ -14,6 +14,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from sqlalchemy.exc import OperationalError
 
 from producers import contracts
 from tickwork.errors import ValidationError
@@ -107,7 +108,9 @@ def bind_install_actors(
     short_limit_ms = settings.short_job_time_limit_s * 1000
 
     def transient(retries: int, exc: BaseException) -> bool:
-        return is_transient(exc) and retries < settings.max_retries
+        # An unreachable backend, or the database restarting (OperationalError).
+        passing = is_transient(exc) or isinstance(exc, OperationalError)
+        return passing and retries < settings.max_retries
 
     table: list[tuple[str, Any, str, int, dict[str, Any]]] = [
         (contracts.ENQUEUE_INSTALL_JOB, enqueue_install_job, queues.SHORT, short_limit_ms, {}),
