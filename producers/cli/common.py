@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from tickwork.errors import ConfigError, TickworkError
 from tickwork.settings import Settings, load_settings
@@ -42,6 +43,12 @@ def handles_errors(fn: F) -> F:
             raise fail(str(exc), 2) from None
         except TickworkError as exc:
             raise fail(str(exc), 1) from None
+        except DBAPIError as exc:
+            # e.g. "no such table" before `tickwork migrate`, or the server is down.
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise fail(
+                f"database: {detail} (is it reachable, and migrated with `tickwork migrate`?)", 1
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

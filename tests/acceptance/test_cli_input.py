@@ -112,3 +112,12 @@ def test_own_job_modules_are_listed_and_a_missing_one_is_named(tmp_path: Path) -
     bad = run_tickwork("check", cwd=tmp_path, TICKWORK_JOB_MODULES="my_jobz")
     assert bad.returncode != 0
     assert "my_jobz" in bad.stdout + bad.stderr
+
+
+def test_jobs_before_migrate_is_one_clear_line(tmp_path: Path) -> None:
+    # Given a directory whose database was never migrated, when jobs are listed,
+    result = run_tickwork("jobs", cwd=tmp_path)
+    # then one line says what is wrong and what to do, not a traceback.
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "no such table" in result.stderr and "tickwork migrate" in result.stderr

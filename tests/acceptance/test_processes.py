@@ -128,9 +128,10 @@ def test_worker_and_scheduler_processes_on_rabbitmq_and_postgres(
     assert "Traceback" not in scheduler_out, scheduler_out[-2000:]
 
 
-def test_check_reports_each_part(tmp_path: Path, pg_url: str, amqp_url: str) -> None:
+def test_check_reports_each_part(tmp_path: Path, pg_db: Any, amqp_url: str) -> None:
+    # pg_db: the session database, emptied first (other tests leave job configs behind).
     env = {
-        "TICKWORK_DATABASE_URL": pg_url,
+        "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
         "TICKWORK_BROKER_URL": amqp_url,
         "TICKWORK_FERNET_KEY": FERNET_KEY,
     }
