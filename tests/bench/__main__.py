@@ -37,6 +37,13 @@ COMPARISONS = [
         0.9,
     ),
     Comparison(
+        "cleanup: batched / one raw DELETE (time; lower is better)",
+        "batched cleanup of expired rows",
+        "raw DELETE of expired rows",
+        1.5,
+        at_least=False,
+    ),
+    Comparison(
         "drain, no-op jobs with run records, 1 process / bare Dramatiq",
         "tickwork drain, 1 worker process",
         "bare Dramatiq drain",
@@ -63,6 +70,25 @@ COMPARISONS = [
 ]
 
 
+PARTS = ("anchors", "enqueue", "drain", "installs", "latency", "dispatcher", "cleanup")
+
+# Goals on absolute figures (not ratios): (label, figure, ceiling).
+CEILINGS = [
+    (
+        "dispatcher CPU per tick, 10,000 schedules, first tick < 1 s",
+        "dispatcher CPU/tick, 10,000 schedules, first tick",
+        1.0,
+    ),
+    (
+        "dispatcher CPU per tick, 10,000 schedules, later ticks < 1 s",
+        "dispatcher CPU/tick, 10,000 schedules, later ticks",
+        1.0,
+    ),
+    ("enqueue→start latency p99 < 1,000 ms", "enqueue→start latency p99", 1000.0),
+    ("longest cleanup transaction < 1 s", "longest cleanup transaction", 1.0),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="repeat each measurement (≥ 1)")
@@ -71,18 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: anchors,enqueue,drain,installs,latency,dispatcher",
+        help="comma-separated parts: " + ",".join(PARTS),
+    )
+    parser.add_argument(
+        "--cleanup-rows", type=int, default=1_000_000, help="expired (and live) rows for cleanup"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.messages < 100:
         parser.error("--rounds must be ≥ 1 and --messages ≥ 100")
-    wanted = {w.strip() for w in args.only.split(",") if w.strip()} or {
-        "anchors",
-        "enqueue",
-        "drain",
-        "latency",
-        "dispatcher",
-    }
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()} or set(PARTS)
+    unknown = wanted - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown part {sorted(unknown)[0]!r} (known: {', '.join(PARTS)})")
     results = Results()
     n, rounds = args.messages, args.rounds
     started = time.monotonic()
@@ -121,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for processes in (1, 2):
                 step(
                     f"tickwork: drain with {processes} worker process(es)",
-                    lambda p=processes: measures.measure_drain(results, env, n, p),
+                    lambda p=processes: measures.measure_drain(results, env, n, p, args.threads),
                 )
         if "latency" in wanted:
             step(
@@ -140,7 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {platform.machine()}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, {_cpus()} CPUs; rounds={rounds}, messages={n}"
     )
-    print(render(results, COMPARISONS))
+    if "cleanup" in wanted:
+        from tests.bench import cleanup_measure  # provided with the maintenance jobs
+
+        with measures.bench_env() as env:
+            step(
+                f"tickwork: batched cleanup of {args.cleanup_rows:,} expired rows",
+                lambda: cleanup_measure.measure_cleanup(results, env, args.cleanup_rows),
+            )
+    print(render(results, COMPARISONS, CEILINGS))
     return 0
 
 

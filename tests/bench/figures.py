@@ -60,8 +60,14 @@ def repeat(rounds: int, measure: Callable[[int], None], say: Callable[[str], Non
         measure(k)
 
 
-def render(results: Results, comparisons: list[Comparison], width: int = 100) -> str:
-    """Two tables: absolute figures, then ratios against the references with their goals."""
+def render(
+    results: Results,
+    comparisons: list[Comparison],
+    ceilings: list[tuple[str, str, float]] = (),  # type: ignore[assignment]
+    width: int = 100,
+) -> str:
+    """Absolute figures, ratios against the references with their goals, and goals on
+    absolute figures (label, figure name, ceiling)."""
     from io import StringIO
 
     from rich.console import Console
@@ -88,8 +94,20 @@ def render(results: Results, comparisons: list[Comparison], width: int = 100) ->
             met = "yes" if (value >= c.goal if c.at_least else value <= c.goal) else "NO"
         ratios.add_row(c.label, f"{value:.2f}x", goal, met)
 
+    limits = Table(title="Goals on absolute figures (median)")
+    for column in ("goal", "median", "met"):
+        limits.add_column(column, justify="left" if column == "goal" else "right")
+    for label, name, ceiling in ceilings:
+        fig = results.figures.get(name)
+        if fig is None:
+            limits.add_row(label, "n/a", "-")
+        else:
+            limits.add_row(label, f"{fig.median:,.3f}", "yes" if fig.median < ceiling else "NO")
+
     out = StringIO()
     console = Console(file=out, width=width, force_terminal=False)
     console.print(figures)
     console.print(ratios)
+    if ceilings:
+        console.print(limits)
     return out.getvalue()

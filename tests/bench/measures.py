@@ -204,7 +204,9 @@ def _purge(env: BenchEnv) -> None:
     connection.close()
 
 
-def measure_drain(results: Results, env: BenchEnv, n: int, processes: int) -> None:
+def measure_drain(
+    results: Results, env: BenchEnv, n: int, processes: int, threads: int = 8
+) -> None:
     """N no-op job messages, each with its run record, drained by real worker processes.
 
     Rate = N / (last run finished - first run started), read from the run records, so
@@ -216,7 +218,7 @@ def measure_drain(results: Results, env: BenchEnv, n: int, processes: int) -> No
         actor = rt.broker.get_actor(BENCH_JOB)
         for _ in range(n):
             actor.send()
-        with workers(env, processes) as proc:
+        with workers(env, processes, threads) as proc:
             _wait_finished(rt.db, n, proc, timeout_s=max(120.0, n / 20))
         with rt.db.session() as session:
             first, last = session.execute(

@@ -30,3 +30,10 @@ def test_table_shows_median_spread_ratio_and_goal() -> None:
     assert "0.90x" in text and "yes" in text and "n/a" in text
     strict = render(results, [Comparison("ours / ref", "ours", "ref", 0.95)])
     assert "NO" in strict
+
+
+def test_ceilings_report_met_and_missing() -> None:
+    results = Results()
+    results.add("cpu", "s", 0.5)
+    text = render(results, [], [("cpu < 1 s", "cpu", 1.0), ("other < 1 s", "nope", 1.0)])
+    assert "0.500" in text and "yes" in text and "n/a" in text
