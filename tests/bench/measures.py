@@ -315,27 +315,12 @@ def measure_client_publish(results: Results, env: BenchEnv, n: int) -> None:
 
 def measure_install_drain(results: Results, env: BenchEnv, n: int) -> None:
     """N no-op install jobs (no steps) through enqueuer and run_flows, one worker process."""
-    from sqlalchemy import insert
 
     from schema.installs import Job
-    from tests.install_data import make_plan, make_user
     from workers.installs.enqueuer import enqueue_pending
 
     with runtime(env) as rt:
-        plan = make_plan(
-            rt.db,
-            [("Noop", "task", "tests.install_data:ok_step", False)],
-            slug=f"bench{uuid.uuid4().hex[:6]}",
-        )
-        user = make_user(rt.db, name=f"bench{uuid.uuid4().hex[:6]}")
-        with rt.db.session() as session:
-            session.execute(
-                insert(Job),
-                [
-                    {"plan_id": plan.plan_id, "org_id": f"00D{i:08d}", "user_id": user, "steps": []}
-                    for i in range(n)
-                ],
-            )
+        _pending_install_jobs(rt.db, n)
         assert enqueue_pending(rt.db, rt.broker) == n
         with workers(env, 1) as proc:
             deadline = time.monotonic() + max(120.0, n / 20)
@@ -365,27 +350,11 @@ def measure_enqueuer_race(results: Results, env: BenchEnv, n: int) -> None:
     """Two enqueuers racing over N pending jobs: throughput, and each enqueued exactly once."""
     import threading
 
-    from sqlalchemy import insert
-
     from schema.installs import Job
-    from tests.install_data import make_plan, make_user
     from workers.installs.enqueuer import enqueue_pending
 
     with runtime(env) as rt:
-        plan = make_plan(
-            rt.db,
-            [("Noop", "task", "tests.install_data:ok_step", False)],
-            slug=f"bench{uuid.uuid4().hex[:6]}",
-        )
-        user = make_user(rt.db, name=f"race{uuid.uuid4().hex[:6]}")
-        with rt.db.session() as session:
-            session.execute(
-                insert(Job),
-                [
-                    {"plan_id": plan.plan_id, "org_id": f"00R{i:08d}", "user_id": user, "steps": []}
-                    for i in range(n)
-                ],
-            )
+        _pending_install_jobs(rt.db, n)
         counts = [0, 0]
 
         def enqueuer(k: int) -> None:
@@ -407,6 +376,31 @@ def measure_enqueuer_race(results: Results, env: BenchEnv, n: int) -> None:
     if sum(counts) != n or unenqueued:
         raise AssertionError(f"enqueuers sent {counts} for {n} jobs ({unenqueued} left)")
     results.add("enqueuer, 2 racing: jobs enqueued exactly once", "jobs/s", n / elapsed)
+
+
+def _pending_install_jobs(db: Database, n: int) -> None:
+    """N created, unenqueued no-op install jobs (no steps) on a fresh plan and user."""
+    from sqlalchemy import insert
+
+    from schema.installs import Job
+    from tests.install_data import make_plan, make_user
+
+    tag = uuid.uuid4().hex[:6]
+    plan = make_plan(db, [("Noop", "task", "tests.install_data:ok_step", False)], slug=f"b{tag}")
+    user = make_user(db, name=f"bench{tag}")
+    with db.session() as session:
+        session.execute(
+            insert(Job),
+            [
+                {
+                    "plan_id": plan.plan_id,
+                    "org_id": f"00D{tag}{i:08d}",
+                    "user_id": user,
+                    "steps": [],
+                }
+                for i in range(n)
+            ],
+        )
 
 
 @contextmanager
