@@ -105,6 +105,35 @@ class Settings(BaseSettings):
         120, ge=0, description="Extra time past the time limit before a started job is canceled."
     )
 
+    # --- Barycenter-style cleanups --------------------------------------------------------
+    refresh_token_grace_s: int = Field(
+        120, ge=0, description="A rotated-out refresh token is kept this long, then deleted."
+    )
+    webauthn_challenge_lifetime_s: int = Field(
+        300, ge=1, description="WebAuthn challenges older than this are deleted."
+    )
+
+    # --- Waldur-style sync ----------------------------------------------------------------
+    sync_source_url: str | None = Field(
+        None,
+        description="Remote resources: http(s):// JSON endpoint or file:///path; unset: no sync.",
+    )
+    sync_source_name: str = Field("remote", description="Name the synced resources are kept under.")
+    sync_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="HTTP source timeout per request."
+    )
+    sync_retries: int = Field(
+        3, ge=0, le=20, description="Retries of a failed HTTP source request."
+    )
+    sync_missing_policy: Literal["keep", "mark", "terminate"] = Field(
+        "mark",
+        description="On a full pull, resources missing upstream: keep, mark (missing_since), "
+        "or terminate.",
+    )
+    stuck_provisioning_hours: int = Field(
+        3, ge=1, description="Resources provisioning longer than this are marked erred."
+    )
+
     # --- scheduling ------------------------------------------------------------------
     run_history_days: int = Field(30, ge=1, description="Finished run records are kept this long.")
     cleanup_batch_size: int = Field(
@@ -191,6 +220,20 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - raises on a malformed port
         except ValueError as exc:
             raise ValueError(f"has a malformed port ({exc})") from None
+        return value
+
+    @field_validator("sync_source_url")
+    @classmethod
+    def _check_sync_source_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "file"):
+            raise ValueError("must start with http://, https:// or file://")
+        if parts.scheme != "file" and not parts.hostname:
+            raise ValueError("has no host name")
+        if parts.scheme == "file" and not parts.path:
+            raise ValueError("has no file path")
         return value
 
     @field_validator("queue_prefix")

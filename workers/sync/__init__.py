@@ -1,0 +1,1 @@
+"""Waldur-style sync: pull remote resources from a source into ``remote_resources``."""
