@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     # --- scheduling ------------------------------------------------------------------
     run_history_days: int = Field(30, ge=1, description="Finished run records are kept this long.")
     cleanup_batch_size: int = Field(
-        5_000, ge=1, le=1_000_000, description="Rows per batch (and per transaction) in cleanups."
+        20_000, ge=1, le=1_000_000, description="Rows per batch (and per transaction) in cleanups."
     )
     scheduled_jobs_email: str | None = Field(None, description="Where failure e-mails go.")
 
