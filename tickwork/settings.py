@@ -150,6 +150,14 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/send timeout.")
     mail_from: str = Field("tickwork@localhost", description="From: address of job e-mail.")
 
+    heartbeat_file: Path = Field(
+        Path("/tmp/tickwork-heartbeat"),
+        description="Worker/scheduler touch this while alive; `tickwork probe liveness` reads it.",
+    )
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, le=300, description="How often the heartbeat file is touched."
+    )
+
     # --- HTTP and metrics ------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Admin API listen address.")
     api_port: int = Field(8080, ge=1, le=65535, description="Admin API port.")

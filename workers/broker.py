@@ -23,6 +23,7 @@ from dramatiq.middleware import (
 from periodiq import PeriodiqMiddleware
 
 from tickwork.settings import Settings
+from workers.heartbeat import HeartbeatMiddleware
 from workers.middleware.run_records import RunRecordMiddleware
 from workers.runtime import Runtime
 
@@ -40,6 +41,7 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
         CurrentMessage(),
         # Ticks older than a minute are dropped: the next tick covers the gap.
         PeriodiqMiddleware(skip_delay=60),
+        HeartbeatMiddleware(settings.heartbeat_file, settings.heartbeat_interval_s),
         RunRecordMiddleware(runtime),
         Retries(
             max_retries=settings.max_retries,

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from producers.cli import jobs as jobs_cli
+from producers.cli import probe as probe_cli
 from producers.cli import schedule as schedule_cli
 from producers.cli.common import fail, handles_errors, set_overrides, settings, setup_logging
 from tickwork.errors import ConfigError
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(schedule_cli.app, name="schedule")
+app.add_typer(probe_cli.app, name="probe")
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
 
@@ -227,6 +229,14 @@ def scheduler() -> None:
                 f"{config.metrics_port} ({exc}); metrics are NOT served",
                 err=True,
             )
+    import threading
+
+    from workers.heartbeat import Heartbeat
+
+    # Liveness: the scheduler beats while its periodiq loop (the main thread) runs.
+    Heartbeat(
+        config.heartbeat_file, config.heartbeat_interval_s, threading.main_thread().is_alive
+    ).start()
     run_periodiq(runtime.broker)
 
 
