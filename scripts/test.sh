@@ -10,6 +10,9 @@ missing=""
 for p in $packages; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
+# kubectl (with kustomize built in) renders deploy/k8s in the tests. This machine's image
+# ships a recent one; where it is missing, Debian's kubernetes-client is the fallback.
+command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$missing"
