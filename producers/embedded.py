@@ -9,6 +9,7 @@ processes on RabbitMQ.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from dramatiq import Worker
 
@@ -39,18 +40,48 @@ class EmbeddedSystem:
             worker_timeout=100,
         )
         self.ticker = EmbeddedTicker(self.runtime.broker)
+        self.api_server: Any = None
+        self.api_thread: Any = None
 
     def start(self) -> None:
         self.worker.start()
         self.ticker.start()
+        self._start_api()
+
+    def _start_api(self) -> None:
+        """The admin API and page on api_host:api_port, in a thread; a taken port is
+        logged and the rest keeps running (jobs matter more than the page)."""
+        import socket
+        import threading
+
+        import uvicorn
+
+        from producers.api import create_app
+
+        host, port = self.settings.api_host, self.settings.api_port
+        try:
+            with socket.create_server((host, port)):
+                pass
+        except OSError as exc:
+            logger.error("admin API not started: cannot listen on %s:%s (%s)", host, port, exc)
+            return
+        app = create_app(self.settings, self.db, self.runtime.broker)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        self.api_server = uvicorn.Server(config)
+        self.api_thread = threading.Thread(target=self.api_server.run, daemon=True, name="api")
+        self.api_thread.start()
 
     def banner(self) -> str:
         return (
             f"tickwork running (embedded): database {self.settings.sqlalchemy_url}, "
-            f"in-process broker, {self.settings.worker_threads} worker threads. Ctrl-C stops."
+            f"in-process broker, {self.settings.worker_threads} worker threads, admin page "
+            f"http://{self.settings.api_host}:{self.settings.api_port}/. Ctrl-C stops."
         )
 
     def stop(self) -> None:
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+            self.api_thread.join(10)
         self.ticker.stop()
         self.worker.stop(timeout=self.settings.worker_shutdown_timeout_s * 1000)
         self.db.dispose()

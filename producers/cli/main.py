@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from producers.cli import api_tokens as api_tokens_cli
 from producers.cli import jobs as jobs_cli
 from producers.cli import probe as probe_cli
 from producers.cli import schedule as schedule_cli
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(schedule_cli.app, name="schedule")
 app.add_typer(probe_cli.app, name="probe")
+app.add_typer(api_tokens_cli.app, name="api-token")
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
 
@@ -238,6 +240,29 @@ def scheduler() -> None:
         config.heartbeat_file, config.heartbeat_interval_s, threading.main_thread().is_alive
     ).start()
     run_periodiq(runtime.broker)
+
+
+@app.command()
+@handles_errors
+def api(
+    host: Annotated[
+        str | None, typer.Option(envvar="TICKWORK_API_HOST", help="Listen address.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar="TICKWORK_API_PORT", min=1, max=65535, help="Port.")
+    ] = None,
+) -> None:
+    """Serve the admin API and web page (uvicorn)."""
+    import uvicorn
+
+    from producers.api import create_app
+    from workers.app import build_runtime
+
+    config = settings()
+    setup_logging(config.log_level)
+    runtime = build_runtime(config)
+    app_ = create_app(config, runtime.db, runtime.broker)
+    uvicorn.run(app_, host=host or config.api_host, port=port or config.api_port, log_level="info")
 
 
 def _export(config_overrides: bool) -> None:

@@ -1,0 +1,208 @@
+"""The admin API: jobs, runs, controls, hold/release, dead letters, health, metrics, and
+the web page. Every ``/api`` route needs ``Authorization: Bearer <token>``.
+
+It reuses what the CLI uses (producers/job_status.py, workers/scheduler/control.py), so
+the page, the API and ``tickwork jobs`` can never disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import dramatiq
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import text
+
+from producers.api import auth, dead_letters, models
+from producers.job_status import job_statuses, run_history
+from schema.engine import Database
+from schema.scheduling import SchedulerState
+from tickwork.errors import ScheduleError, UnknownJobError
+from tickwork.settings import Settings
+from workers.registry import get_job
+from workers.scheduler import control
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+JobName = Annotated[str, "a registered job's name"]
+bearer = HTTPBearer(auto_error=False, description="An API token from `tickwork api-token create`")
+Responses = dict[int | str, dict[str, Any]]
+NOT_AUTHORIZED: Responses = {401: {"model": models.Problem, "description": "no or bad token"}}
+NOT_FOUND: Responses = {404: {"model": models.Problem, "description": "no such job"}}
+NO_DEAD_LETTER: Responses = {404: {"model": models.Problem, "description": "no such letter"}}
+BAD_OVERRIDE: Responses = {422: {"model": models.Problem, "description": "bad override"}}
+BAD_BODY: Responses = {400: {"model": models.Problem, "description": "body is not JSON"}}
+
+
+def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> FastAPI:
+    app = FastAPI(
+        title="tickwork admin API",
+        version="1",
+        description="Operate tickwork's jobs: list, history, run now, enable/disable, "
+        "schedule overrides, hold/release, dead letters.",
+    )
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        if (
+            auth.check_token(db, credentials.credentials, settings.api_token_expire_after_days)
+            is None
+        ):
+            raise HTTPException(401, "unknown or expired token", {"WWW-Authenticate": "Bearer"})
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], responses=NOT_AUTHORIZED)
+
+    @app.exception_handler(UnknownJobError)
+    async def unknown_job(request: Request, exc: UnknownJobError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ScheduleError)
+    async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    def job_out(name: str) -> models.Job:
+        get_job(name)
+        (status,) = [s for s in job_statuses(db) if s.name == name]
+        return _job(status)
+
+    @api.get("/jobs", response_model=list[models.Job], summary="Every job and its state")
+    def list_jobs() -> list[models.Job]:
+        return [_job(s) for s in job_statuses(db)]
+
+    @api.get("/jobs/{name}", response_model=models.Job, responses=NOT_FOUND)
+    def one_job(name: JobName) -> models.Job:
+        return job_out(name)
+
+    @api.get("/jobs/{name}/runs", response_model=list[models.Run], responses=NOT_FOUND)
+    def runs(
+        name: JobName,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        failures: bool = False,
+    ) -> list[models.Run]:
+        return [models.Run.model_validate(r) for r in run_history(db, name, limit, failures)]
+
+    @api.post(
+        "/jobs/{name}/trigger",
+        status_code=202,
+        response_model=models.Triggered,
+        responses=NOT_FOUND,
+    )
+    def trigger(name: JobName) -> models.Triggered:
+        return models.Triggered(run_id=control.trigger(db, broker, name))
+
+    @api.post("/jobs/{name}/enable", response_model=models.Job, responses=NOT_FOUND)
+    def enable(name: JobName) -> models.Job:
+        control.set_enabled(db, name, True)
+        return job_out(name)
+
+    @api.post("/jobs/{name}/disable", response_model=models.Job, responses=NOT_FOUND)
+    def disable(name: JobName) -> models.Job:
+        control.set_enabled(db, name, False)
+        return job_out(name)
+
+    @api.put(
+        "/jobs/{name}/schedule",
+        response_model=models.Job,
+        responses={**NOT_FOUND, **BAD_OVERRIDE, **BAD_BODY},
+    )
+    def set_schedule(name: JobName, body: models.ScheduleOverride) -> models.Job:
+        control.set_schedule_override(db, name, times=body.times, interval=body.interval)
+        return job_out(name)
+
+    @api.put(
+        "/jobs/{name}/notify-on-success",
+        response_model=models.Job,
+        responses={**NOT_FOUND, **BAD_BODY},
+    )
+    def notify(name: JobName, body: models.NotifyOnSuccess) -> models.Job:
+        control.set_notify_on_success(db, name, body.enabled)
+        return job_out(name)
+
+    @api.post("/hold", response_model=models.Held, summary="Hold all jobs")
+    def hold() -> models.Held:
+        control.hold(db)
+        return models.Held(held=True)
+
+    @api.post(
+        "/release", response_model=models.Released, summary="Release held jobs", responses=BAD_BODY
+    )
+    def release(body: models.Release) -> models.Released:
+        return models.Released(queued=control.release(db, broker, body.mode))
+
+    @api.get("/dead-letters", response_model=list[models.DeadLetter])
+    def dead(
+        queue: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[models.DeadLetter]:
+        rows = dead_letters.list_dead_letters(db, queue, limit)
+        return [models.DeadLetter.model_validate(r) for r in rows]
+
+    @api.post(
+        "/dead-letters/{dead_letter_id}/replay",
+        response_model=models.Count,
+        responses=NO_DEAD_LETTER,
+    )
+    def replay_one(dead_letter_id: int) -> models.Count:
+        if not dead_letters.replay(db, broker, dead_letter_id):
+            raise HTTPException(404, f"no dead letter {dead_letter_id}")
+        return models.Count(count=1)
+
+    @api.post("/dead-letters/replay", response_model=models.Count, summary="Replay all")
+    def replay_all(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
+        return models.Count(count=dead_letters.replay_all(db, broker, queue))
+
+    @api.delete("/dead-letters", response_model=models.Count, summary="Purge")
+    def purge(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
+        return models.Count(count=dead_letters.purge(db, queue))
+
+    app.include_router(api)
+
+    @app.get("/health", response_model=models.Health, tags=["health"])
+    def health() -> models.Health:
+        try:
+            with db.session() as session:
+                session.execute(text("SELECT 1"))
+                state = session.get(SchedulerState, 1)
+        except Exception as exc:
+            return models.Health(status="degraded", database=type(exc).__name__, held=None)
+        return models.Health(status="ok", database="ok", held=bool(state and state.held))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        from workers.metrics.exposition import render_metrics
+
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((WEB / "templates" / "index.html").read_text())
+
+    @app.get("/app.js", include_in_schema=False)
+    def script() -> Response:
+        return Response((WEB / "app.js").read_text(), media_type="text/javascript")
+
+    return app
+
+
+def _job(status: Any) -> models.Job:
+    return models.Job(
+        name=status.name,
+        description=status.description,
+        schedule=status.schedule,
+        schedule_words=status.schedule_words,
+        schedule_source=status.schedule_source,
+        timezone=status.timezone,
+        enabled=status.enabled,
+        notify_on_success=status.notify_on_success,
+        next_run=status.next_run,
+        last_run=status.last_run,
+        last_status=status.last_status,
+        last_success=status.last_success,
+        last_skip=status.last_skip,
+    )

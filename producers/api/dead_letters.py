@@ -1,0 +1,59 @@
+"""Dead letters kept in the database (messages refused by contract validation, and job
+messages that failed for good): list, replay, purge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq import Message
+from sqlalchemy import delete, select
+
+from schema.engine import Database
+from schema.messaging import DeadLetter
+
+
+def list_dead_letters(db: Database, queue: str | None, limit: int) -> list[DeadLetter]:
+    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if queue:
+        query = query.where(DeadLetter.queue_name == queue)
+    with db.session() as session:
+        return list(session.scalars(query))
+
+
+def replay(db: Database, broker: dramatiq.Broker, dead_letter_id: int) -> bool:
+    """Send the message again (a new message id) and forget the dead letter."""
+    with db.session() as session:
+        row = session.get(DeadLetter, dead_letter_id, with_for_update=True)
+        if row is None:
+            return False
+        _send_again(broker, row)
+        session.delete(row)
+        return True
+
+
+def replay_all(db: Database, broker: dramatiq.Broker, queue: str | None) -> int:
+    replayed = 0
+    for row in list_dead_letters(db, queue, limit=10_000):
+        replayed += int(replay(db, broker, row.id))
+    return replayed
+
+
+def purge(db: Database, queue: str | None) -> int:
+    stmt = delete(DeadLetter)
+    if queue:
+        stmt = stmt.where(DeadLetter.queue_name == queue)
+    with db.session() as session:
+        return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _send_again(broker: dramatiq.Broker, row: DeadLetter) -> None:
+    stored = row.message or {}
+    message: Message[Any] = Message(
+        queue_name=str(stored.get("queue_name") or row.queue_name),
+        actor_name=str(stored.get("actor_name") or row.actor_name),
+        args=tuple(stored.get("args") or ()),
+        kwargs=dict(stored.get("kwargs") or {}),
+        options={},
+    )
+    broker.enqueue(message)

@@ -1,0 +1,103 @@
+"""Request and response bodies of the admin API (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Problem(BaseModel):
+    """An error: a sentence, or FastAPI's list of field errors for a malformed request."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class Job(BaseModel):
+    name: str
+    description: str
+    schedule: str | None
+    schedule_words: str
+    schedule_source: str
+    timezone: str
+    enabled: bool
+    notify_on_success: bool
+    next_run: dt.datetime | None
+    last_run: dt.datetime | None
+    last_status: str | None
+    last_success: dt.datetime | None
+    last_skip: dt.datetime | None
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    job_name: str
+    trigger: str
+    status: str
+    scheduled_for: dt.datetime | None
+    queued_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    attempts: int
+    records_processed: int
+    output: str
+    error: str | None
+    skip_reason: str | None
+
+
+class Triggered(BaseModel):
+    run_id: int
+
+
+class ScheduleOverride(BaseModel):
+    """Daily times *or* an interval; neither clears the override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    times: str | None = Field(None, max_length=500, examples=["02:30,14:00"])
+    interval: str | None = Field(None, max_length=100, examples=["05:00", "10 minutes"])
+
+
+class NotifyOnSuccess(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+class Release(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["run-missed", "reschedule"]
+
+
+class Released(BaseModel):
+    queued: list[str]
+
+
+class Held(BaseModel):
+    held: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    held: bool | None
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    queue_name: str
+    message_id: str
+    actor_name: str
+    reason: str
+    message: dict[str, Any]
+    created_at: dt.datetime
+
+
+class Count(BaseModel):
+    count: int

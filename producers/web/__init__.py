@@ -1,0 +1,1 @@
+"""The admin web page: one HTML shell and a little vanilla JS talking to the admin API."""

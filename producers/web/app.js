@@ -1,0 +1,109 @@
+// The admin page: everything through the admin API with the bearer token kept in
+// sessionStorage. No build step, no framework.
+"use strict";
+const $ = (sel) => document.querySelector(sel);
+let token = sessionStorage.getItem("tickwork-token") || "";
+let shownJob = null;
+
+function text(value) { return value === null || value === undefined ? "—" : String(value); }
+function when(iso) { return iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 19) + "Z" : "—"; }
+function cell(row, content) { const td = row.insertCell(); td.textContent = content; return td; }
+function badge(td, status) {
+  td.textContent = "";
+  if (!status) { td.textContent = "—"; return; }
+  const span = document.createElement("span");
+  span.className = "status " + status; span.textContent = status; td.appendChild(span);
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) { logout("Your token was refused: log in again."); throw new Error("401"); }
+  const data = await response.json();
+  if (!response.ok) { throw new Error(data.detail ? JSON.stringify(data.detail) : response.statusText); }
+  return data;
+}
+
+function logout(message) {
+  token = ""; sessionStorage.removeItem("tickwork-token");
+  $("#app").hidden = true; $("#login").hidden = false;
+  for (const id of ["#logout", "#hold-btn", "#release-btn"]) $(id).hidden = true;
+  $("#error").textContent = message || "";
+}
+
+async function refresh() {
+  try {
+    const [jobs, health, dead] = await Promise.all([
+      api("GET", "/api/jobs"), fetch("/health").then((r) => r.json()), api("GET", "/api/dead-letters"),
+    ]);
+    $("#held").style.display = health.held ? "block" : "none";
+    $("#hold-btn").hidden = !!health.held; $("#release-btn").hidden = !health.held;
+    const body = $("#jobs tbody"); body.textContent = "";
+    for (const job of jobs) {
+      const row = body.insertRow(); row.dataset.job = job.name;
+      if (!job.enabled) row.className = "disabled";
+      const name = cell(row, job.name); name.title = job.description;
+      cell(row, job.schedule_words + (job.enabled ? "" : " (disabled)"));
+      cell(row, when(job.next_run));
+      const last = cell(row, ""); badge(last, job.last_status);
+      cell(row, when(job.last_success));
+      const actions = row.insertCell();
+      button(actions, "Run now", async () => { await api("POST", `/api/jobs/${job.name}/trigger`); await showHistory(job.name); });
+      button(actions, job.enabled ? "Disable" : "Enable", async () => {
+        await api("POST", `/api/jobs/${job.name}/${job.enabled ? "disable" : "enable"}`); await refresh();
+      });
+      button(actions, "History", () => showHistory(job.name));
+    }
+    const deadBody = $("#dead tbody"); deadBody.textContent = "";
+    for (const letter of dead) {
+      const row = deadBody.insertRow();
+      cell(row, letter.queue_name); cell(row, letter.actor_name); cell(row, letter.reason); cell(row, when(letter.created_at));
+      button(row.insertCell(), "Replay", async () => { await api("POST", `/api/dead-letters/${letter.id}/replay`); await refresh(); });
+    }
+    if (shownJob) await showHistory(shownJob, false);
+    $("#error").textContent = "";
+  } catch (error) { if (error.message !== "401") $("#error").textContent = error.message; }
+}
+
+function button(parent, label, action) {
+  const b = document.createElement("button"); b.textContent = label;
+  b.addEventListener("click", async () => { try { await action(); } catch (e) { $("#error").textContent = e.message; } });
+  parent.appendChild(b);
+}
+
+async function showHistory(name, reload = true) {
+  shownJob = name;
+  const runs = await api("GET", `/api/jobs/${name}/runs?limit=20`);
+  $("#history-title").hidden = false; $("#history").hidden = false;
+  $("#history-title").textContent = `Runs of ${name}`;
+  const body = $("#history tbody"); body.textContent = "";
+  for (const run of runs) {
+    const row = body.insertRow(); row.dataset.run = run.id;
+    cell(row, "#" + run.id); cell(row, run.trigger);
+    badge(row.insertCell(), run.status);
+    cell(row, when(run.scheduled_for)); cell(row, when(run.finished_at)); cell(row, text(run.records_processed));
+    const out = row.insertCell(); const pre = document.createElement("pre");
+    pre.textContent = [run.output, run.error, run.skip_reason].filter(Boolean).join("\n"); out.appendChild(pre);
+  }
+  if (reload) await refresh();
+}
+
+$("#login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  token = $("#token").value.trim();
+  sessionStorage.setItem("tickwork-token", token);
+  await start();
+});
+$("#logout").addEventListener("click", () => logout(""));
+$("#hold-btn").addEventListener("click", async () => { await api("POST", "/api/hold"); await refresh(); });
+$("#release-btn").addEventListener("click", async () => { await api("POST", "/api/release", { mode: "run-missed" }); await refresh(); });
+
+async function start() {
+  if (!token) return;
+  $("#login").hidden = true; $("#app").hidden = false; $("#logout").hidden = false;
+  await refresh();
+}
+setInterval(() => { if (token) refresh(); }, 3000);
+start();
