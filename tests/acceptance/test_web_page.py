@@ -1,0 +1,96 @@
+"""The admin page in headless Chromium (Debian's package) against a real `tickwork run`:
+log in with a token, run a job now, see its run appear with its output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI, REPO_ROOT, run_tickwork, tickwork_command, tickwork_env
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# The screenshot in the docs is refreshed with TICKWORK_TEST_SCREENSHOTS=1.
+SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page.png"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real `tickwork run` (embedded: worker, scheduler and API) and a fresh token."""
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail("chromium is not installed, and CI=true (.ci/apt-packages.txt lists it)")
+        pytest.skip("chromium is not installed")
+    port = _free_port()
+    env = {"TICKWORK_API_PORT": str(port)}
+    assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
+    created = run_tickwork("api-token", "create", "browser test", cwd=tmp_path, **env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    proc = subprocess.Popen(
+        tickwork_command("run"),
+        cwd=tmp_path,
+        env=tickwork_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert proc.poll() is None, "tickwork run exited"
+    yield base, token
+    proc.terminate()
+    proc.wait(60)
+
+
+def test_log_in_run_a_job_and_see_its_run(running: tuple[str, str], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = running
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        # Given the login form, when a wrong token is tried, then it is refused;
+        page.fill("#token", "tw_wrong")
+        page.click("#login button")
+        expect(page.locator("#error")).to_contain_text("refused")
+        # when the real token is used, the jobs table appears with the built-in jobs;
+        page.fill("#token", token)
+        page.click("#login button")
+        expect(page.locator("#jobs tr[data-job='prune_run_history']")).to_contain_text(
+            "daily at 03:17", timeout=15_000
+        )
+        row = page.locator("#jobs tr[data-job='heartbeat']")
+        expect(row).to_contain_text("every minute")
+        # and when "Run now" is clicked, the manual run appears in its history, succeeds,
+        # and shows its output.
+        row.get_by_role("button", name="Run now").click()
+        expect(page.locator("#history-title")).to_have_text("Runs of heartbeat")
+        manual = page.locator("#history tbody tr", has_text="manual").first
+        expect(manual).to_be_visible(timeout=15_000)
+        expect(manual.locator(".status")).to_have_text("succeeded", timeout=30_000)
+        expect(manual).to_contain_text("alive; started")
+        shot = SCREENSHOT if os.environ.get("TICKWORK_TEST_SCREENSHOTS") else tmp_path / "page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        browser.close()
