@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/send timeout.")
     mail_from: str = Field("tickwork@localhost", description="From: address of job e-mail.")
 
+    max_message_bytes: int = Field(
+        1_048_576, ge=1_024, description="Larger messages are dead-lettered, not processed."
+    )
     heartbeat_file: Path = Field(
         Path("/tmp/tickwork-heartbeat"),
         description="Worker/scheduler touch this while alive; `tickwork probe liveness` reads it.",

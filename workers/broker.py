@@ -24,6 +24,7 @@ from periodiq import PeriodiqMiddleware
 
 from tickwork.settings import Settings
 from workers.heartbeat import HeartbeatMiddleware
+from workers.middleware.poison import PoisonMiddleware
 from workers.middleware.run_records import RunRecordMiddleware
 from workers.runtime import Runtime
 
@@ -42,6 +43,7 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
         # Ticks older than a minute are dropped: the next tick covers the gap.
         PeriodiqMiddleware(skip_delay=60),
         HeartbeatMiddleware(settings.heartbeat_file, settings.heartbeat_interval_s),
+        PoisonMiddleware(runtime, settings.max_message_bytes),
         RunRecordMiddleware(runtime),
         Retries(
             max_retries=settings.max_retries,

@@ -9,6 +9,7 @@ broker the process actually uses (with the configured queue prefix).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -127,7 +128,19 @@ def _run(spec: JobSpec) -> Callable[..., None]:
 
     run_job.__name__ = spec.name
     run_job.__qualname__ = spec.name
+    run_job.__signature__ = _message_signature(spec.fn)  # type: ignore[attr-defined]
     return run_job
+
+
+def _message_signature(fn: JobFn) -> inspect.Signature:
+    """What a message for this job may carry: the job's own parameters after ``ctx``, plus
+    ``run_id``. Lets the poison middleware refuse wrong arguments before anything runs."""
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())[1:]
+    run_id = inspect.Parameter("run_id", inspect.Parameter.KEYWORD_ONLY, default=None)
+    var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    rest = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[*rest, run_id, *var_kw])
 
 
 def import_job_modules(settings: Settings) -> None:

@@ -7,11 +7,11 @@ the page, the API and ``tickwork jobs`` can never disagree.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import dramatiq
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
@@ -25,7 +25,7 @@ from tickwork.settings import Settings
 from workers.registry import get_job
 from workers.scheduler import control
 
-WEB = Path(__file__).resolve().parent.parent / "web"
+WEB = FilePath(__file__).resolve().parent.parent / "web"
 JobName = Annotated[str, "a registered job's name"]
 bearer = HTTPBearer(auto_error=False, description="An API token from `tickwork api-token create`")
 Responses = dict[int | str, dict[str, Any]]
@@ -147,7 +147,7 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
         response_model=models.Count,
         responses=NO_DEAD_LETTER,
     )
-    def replay_one(dead_letter_id: int) -> models.Count:
+    def replay_one(dead_letter_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> models.Count:
         if not dead_letters.replay(db, broker, dead_letter_id):
             raise HTTPException(404, f"no dead letter {dead_letter_id}")
         return models.Count(count=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -39,5 +40,5 @@ def test_probe_liveness_reads_the_heartbeat_age(tmp_path: Path) -> None:
     old = time.time() - 600
     os.utime(path, (old, old))
     stale = run_tickwork("probe", "liveness", "--max-age-s", "60", cwd=tmp_path, **env)
-    assert stale.returncode == 1 and "last heartbeat 600 s ago" in stale.stderr
+    assert stale.returncode == 1 and re.search(r"last heartbeat 6\d\d s ago", stale.stderr)
     assert len(stale.stderr.strip().splitlines()) == 1

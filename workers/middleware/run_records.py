@@ -65,8 +65,8 @@ class RunRecordMiddleware(Middleware):
 
     # --- before ---------------------------------------------------------------------
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        if not self._is_job(broker, message):
-            return
+        if message.failed or not self._is_job(broker, message):
+            return  # failed: refused by earlier middleware (poison, contracts); no run
         runtime = self._runtime()
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
