@@ -32,6 +32,7 @@ FERNET_KEY = Fernet.generate_key().decode()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench", action="store_true", help="run the opt-in benchmarks")
+    parser.addoption("--soak", action="store_true", help="long versions of reliability scenarios")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,132 @@
+"""The reliability suite: real `tickwork worker` processes on the real RabbitMQ and
+PostgreSQL, killed, stopped and fed poison. Each scenario records its figures; the
+table (scenario, iterations, lost, duplicated, stuck, max recovery time) is printed at
+the end of the run. `--soak` runs the long versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+
+
+@dataclass
+class Figures:
+    scenario: str
+    iterations: int
+    lost: int
+    duplicated: int
+    stuck: int
+    max_recovery_s: float
+
+
+RESULTS: list[Figures] = []
+
+
+def record(figures: Figures) -> None:
+    RESULTS.append(figures)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(
+        "reliability: scenario                                   iter  lost  dup  stuck  recovery"
+    )
+    for f in RESULTS:
+        write(
+            f"reliability: {f.scenario:<42} {f.iterations:>5} {f.lost:>5} {f.duplicated:>4} "
+            f"{f.stuck:>6} {f.max_recovery_s:>8.1f} s"
+        )
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--soak"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
+    values = {
+        "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
+        "TICKWORK_BROKER_URL": amqp_url,
+        "TICKWORK_QUEUE_PREFIX": f"{queue_prefix}{os.urandom(3).hex()}.",
+        "TICKWORK_FERNET_KEY": FERNET_KEY,
+        "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.jobs",
+        "TICKWORK_WORKER_PROCESSES": "1",
+        "TICKWORK_WORKER_THREADS": "4",
+        "TICKWORK_WORKER_SHUTDOWN_TIMEOUT_S": "20",
+        "TICKWORK_METRICS_PORT": "0",
+        "TICKWORK_MIN_BACKOFF_MS": "100",
+        "TICKWORK_MAX_BACKOFF_MS": "500",
+        "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+    }
+    assert run_tickwork("migrate", cwd=tmp_path, **values).returncode == 0
+    return values
+
+
+@pytest.fixture
+def runtime(env: dict[str, str]) -> Iterator[Any]:
+    """This test process as a producer on the same database and broker."""
+    from tickwork.settings import load_settings
+    from workers.app import build_runtime
+
+    rt = build_runtime(load_settings(env))
+    yield rt
+    rt.broker.close()
+    rt.db.dispose()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            tickwork_command("worker"),
+            cwd=tmp_path,
+            env=tickwork_env(**env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def kill9(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+def scalar(rt: Any, sql: str, **params: Any) -> Any:
+    with rt.db.engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()

@@ -1,0 +1,19 @@
+"""Jobs the reliability suite's worker processes run (TICKWORK_JOB_MODULES)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from workers.context import RunContext
+from workers.registry import job
+
+
+@job(description="reliability: works for a while, leaving one line per execution", max_retries=3)
+def rel_work(ctx: RunContext, seconds: float = 0.02, marker: str = "") -> int:
+    if marker:
+        with Path(marker).open("a") as out:
+            out.write(f"{ctx.run_id} {os.getpid()}\n")
+    time.sleep(seconds)
+    return 1
