@@ -188,6 +188,7 @@ def test_worker_and_scheduler_expose_every_metric_used(
         "TICKWORK_MAX_BACKOFF_MS": "50",
         "TICKWORK_METRICS_HOST": "127.0.0.1",
         "TICKWORK_METRICS_DIR": str(tmp_path / "prom"),
+        "TICKWORK_JOB_MODULES": "tests.unit.scheduler_jobs",  # t_fail: a job that fails
     }
     if shutil.which("prometheus") is None:  # Debian's prometheus package, like promtool
         service_unavailable("the prometheus binary (apt-get install prometheus)")
@@ -200,17 +201,17 @@ def test_worker_and_scheduler_expose_every_metric_used(
     runtime = build_runtime(load_settings({k: v for k, v in env.items()}))
     try:
         wait_for(lambda: bool(scrape(worker_port)), 60, "worker metrics port", procs)
-        # when a run is triggered, a malformed heartbeat message (an argument the job does
-        # not take) fails and is dead-lettered, and a malformed tick is retried,
+        # when a run is triggered, a failing job is retried then fails (dead-lettered), and a
+        # malformed heartbeat message (an argument it does not take) is refused as poison,
         assert run_tickwork("jobs", "trigger", "heartbeat", cwd=tmp_path, **env).returncode == 0
+        runtime.broker.get_actor("t_fail").send()
         runtime.broker.get_actor("heartbeat").send(bogus_argument=1)
-        runtime.broker.get_actor("tick").send(bogus_argument=1)
 
         def worker_saw_everything() -> bool:
             m = scrape(worker_port)
             return (
                 value(m, "tickwork_job_runs_total", job="heartbeat", status="succeeded") >= 1
-                and value(m, "tickwork_job_runs_total", job="heartbeat", status="failed") >= 1
+                and value(m, "tickwork_job_runs_total", job="t_fail", status="failed") >= 1
                 and "dramatiq_message_retries_total" in m
                 and "dramatiq_message_rejects_total" in m
                 and value(m, "tickwork_queue_dead_letters", queue="default") >= 1
