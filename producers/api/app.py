@@ -68,11 +68,11 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
     def job_out(name: str) -> models.Job:
         get_job(name)
         (status,) = [s for s in job_statuses(db) if s.name == name]
-        return _job(status)
+        return models.Job.model_validate(status, from_attributes=True)
 
     @api.get("/jobs", response_model=list[models.Job], summary="Every job and its state")
     def list_jobs() -> list[models.Job]:
-        return [_job(s) for s in job_statuses(db)]
+        return [models.Job.model_validate(s, from_attributes=True) for s in job_statuses(db)]
 
     @api.get("/jobs/{name}", response_model=models.Job, responses=NOT_FOUND)
     def one_job(name: JobName) -> models.Job:
@@ -188,21 +188,3 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
         return Response((WEB / "app.js").read_text(), media_type="text/javascript")
 
     return app
-
-
-def _job(status: Any) -> models.Job:
-    return models.Job(
-        name=status.name,
-        description=status.description,
-        schedule=status.schedule,
-        schedule_words=status.schedule_words,
-        schedule_source=status.schedule_source,
-        timezone=status.timezone,
-        enabled=status.enabled,
-        notify_on_success=status.notify_on_success,
-        next_run=status.next_run,
-        last_run=status.last_run,
-        last_status=status.last_status,
-        last_success=status.last_success,
-        last_skip=status.last_skip,
-    )

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import traceback
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schema.base import utcnow
@@ -28,18 +26,17 @@ from schema.engine import Database
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.scrub import scrub
 from workers.context import JobResult, RunContext, set_current_run
-from workers.middleware.run_record_writer import FinishRun, RunRecordWriter, StartRun
+from workers.middleware.run_record_writer import (
+    FinishRun,
+    RunRecordWriter,
+    StartRun,
+    worker_name,
+)
 from workers.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
-T = TypeVar("T")
-_RUNS = cast(Table, JobRun.__table__)
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class RunRecordMiddleware(Middleware):
@@ -152,7 +149,7 @@ class RunRecordMiddleware(Middleware):
         run.status = "running"
         run.started_at = utcnow()
         run.attempts += 1
-        run.worker = _worker_name()
+        run.worker = worker_name()
         run.message_id = run.message_id or message.message_id
         session.flush()
         return run.id, run.job_name, run.scheduled_for
