@@ -340,7 +340,8 @@ def test_cleanup_racing_concurrent_inserts_finishes_without_deadlock(pg_db: Data
     with pg_db.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO sessions (session_key_hash, expires_at, created_at) "
-            "SELECT 'old' || g, now() - interval '1 day', now() FROM generate_series(1, 20000) g"
+            "SELECT 'old' || g, %(expired)s, %(expired)s FROM generate_series(1, 20000) g",
+            {"expired": NOW - dt.timedelta(days=1)},  # the job's clock is frozen at NOW
         )
     stop = threading.Event()
     errors: list[BaseException] = []
