@@ -80,3 +80,7 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(255))
+    # Refreshed by the worker process while the run executes: a fresh one means a second
+    # delivery of the message (broker restart, consumer_timeout) must not run it again;
+    # a stale one means the worker died and the redelivery may take over.
+    heartbeat_at: Mapped[dt.datetime | None]

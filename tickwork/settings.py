@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     broker_confirm_delivery: bool = Field(
         True, description="Wait for RabbitMQ to confirm each publish (slower, never lost)."
     )
+    run_heartbeat_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description=(
+            "How often a worker refreshes the heartbeat of the runs it executes; a run "
+            "whose heartbeat is 3 times older is taken to have lost its worker."
+        ),
+    )
     max_redeliveries: int = Field(
         3, ge=1, le=100, description="Deliveries of one message before it is dead-lettered."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,10 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
 from tests.conftest import make_settings
-from workers.middleware.run_record_writer import FinishRun, RunRecordWriter, StartRun
+from workers.middleware.run_record_writer import FinishRun, RunRecordWriter, StartRun, beat_runs
+
+# A ``live_after`` in the future: no heartbeat counts as alive (tests of other rules).
+IGNORE_HEARTBEATS = utcnow() + dt.timedelta(days=365)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -61,7 +65,12 @@ def test_concurrent_starts_and_finishes_are_each_recorded_once(db: Database) -> 
     ids = _queued(db, 24)
     # when 24 threads start them at once,
     started = _together(
-        [lambda i=i: writer.start(StartRun(uuid.uuid4().hex, "t_count", i, 10, None)) for i in ids]
+        [
+            lambda i=i: writer.start(
+                StartRun(uuid.uuid4().hex, "t_count", i, 10, None, IGNORE_HEARTBEATS)
+            )
+            for i in ids
+        ]
     )
     # then each run is started once, and fewer statements than writes were needed on PG;
     assert sorted(s[0] for s in started) == ids
@@ -117,11 +126,11 @@ def test_start_of_a_finished_run_or_a_known_message_finds_nothing(db: Database) 
         run = s.get(JobRun, run_id)
         assert run is not None
         run.status = "succeeded"
-    assert writer.start(StartRun("m-1", "t_count", run_id, 10, None)) is None
+    assert writer.start(StartRun("m-1", "t_count", run_id, 10, None, IGNORE_HEARTBEATS)) is None
     # A plain message creates its run once; the same message again finds nothing new.
-    first = writer.start(StartRun("m-2", "t_count", None, 10, utcnow()))
+    first = writer.start(StartRun("m-2", "t_count", None, 10, utcnow(), IGNORE_HEARTBEATS))
     assert first is not None and first[1] == "t_count"
-    assert writer.start(StartRun("m-2", "t_count", None, 10, utcnow())) is None
+    assert writer.start(StartRun("m-2", "t_count", None, 10, utcnow(), IGNORE_HEARTBEATS)) is None
 
 
 def test_two_deliveries_of_one_run_in_one_batch_are_written_one_after_the_other(
@@ -129,7 +138,28 @@ def test_two_deliveries_of_one_run_in_one_batch_are_written_one_after_the_other(
 ) -> None:
     writer = RunRecordWriter(db)
     (run_id,) = _queued(db, 1)
-    _together([lambda: writer.start(StartRun("a", "t_count", run_id, 10, None))] * 2)
+    _together(
+        [lambda: writer.start(StartRun("a", "t_count", run_id, 10, None, IGNORE_HEARTBEATS))] * 2
+    )
     with db.session() as s:
         run = s.get(JobRun, run_id)
         assert run is not None and run.attempts == 2  # never one update lost in a join
+
+
+def test_a_run_with_a_fresh_heartbeat_is_not_started_by_a_second_delivery(db: Database) -> None:
+    # Given a run started by one delivery, whose worker keeps its heartbeat fresh,
+    writer = RunRecordWriter(db)
+    (run_id,) = _queued(db, 1)
+    assert writer.start(StartRun("m", "t_count", run_id, 10, None, IGNORE_HEARTBEATS))
+    assert beat_runs(db, [run_id]) == 1
+    # when a second delivery arrives (broker restart, consumer_timeout),
+    live_after = utcnow() - dt.timedelta(seconds=30)
+    second = writer.start(StartRun("m", "t_count", run_id, 10, None, live_after))
+    # then the fast path does not start it again (the careful path defers it),
+    assert second is None
+    # but once the heartbeat is stale (the worker died) a delivery may take over.
+    stale_after = utcnow() + dt.timedelta(seconds=1)
+    assert writer.start(StartRun("m", "t_count", run_id, 10, None, stale_after)) is not None
+    with db.session() as s:
+        run = s.get(JobRun, run_id)
+        assert run is not None and run.attempts == 2

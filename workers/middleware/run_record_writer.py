@@ -56,6 +56,8 @@ class StartRun:
     run_id: int | None
     redelivery_limit: int
     sent_at: dt.datetime | None
+    # A running run whose heartbeat is newer than this is executing elsewhere right now.
+    live_after: dt.datetime
 
 
 @dataclass
@@ -241,19 +243,23 @@ _COLUMNS = [c.name for c in RUNS.c]
 _RETURN_ALL = ", ".join(f"r.{name}" for name in _COLUMNS)
 _PG_START_EXISTING = f"""
 UPDATE job_runs AS r
-SET status = 'running', started_at = %(now)s, attempts = r.attempts + 1,
-    worker = %(worker)s, message_id = coalesce(r.message_id, v.message_id)
-FROM unnest(%(ids)s::bigint[], %(message_ids)s::text[], %(limits)s::integer[])
-     AS v(id, message_id, lim)
+SET status = 'running', started_at = %(now)s, heartbeat_at = %(now)s,
+    attempts = r.attempts + 1, worker = %(worker)s,
+    message_id = coalesce(r.message_id, v.message_id)
+FROM unnest(%(ids)s::bigint[], %(message_ids)s::text[], %(limits)s::integer[],
+            %(live_after)s::timestamptz[])
+     AS v(id, message_id, lim, live_after)
 WHERE r.id = v.id AND r.status NOT IN ({_FINISHED})
   AND NOT (r.status = 'running' AND r.attempts >= v.lim)
+  AND NOT (r.status = 'running' AND r.heartbeat_at IS NOT NULL
+           AND r.heartbeat_at > v.live_after)
 RETURNING r.id, r.job_name, r.scheduled_for
 """
 _PG_START_NEW = """
 INSERT INTO job_runs (job_name, trigger, message_id, status, queued_at, started_at,
-                      attempts, records_processed, output, worker)
+                      heartbeat_at, attempts, records_processed, output, worker)
 SELECT v.job_name, 'message', v.message_id, 'running', coalesce(v.sent_at, %(now)s),
-       %(now)s, 1, 0, '', %(worker)s
+       %(now)s, %(now)s, 1, 0, '', %(worker)s
 FROM unnest(%(job_names)s::text[], %(message_ids)s::text[], %(sent_at)s::timestamptz[])
      AS v(job_name, message_id, sent_at)
 ON CONFLICT DO NOTHING
@@ -273,7 +279,8 @@ RETURNING {_RETURN_ALL}
 
 
 def _start_existing(connection: Connection, writes: Sequence[StartRun]) -> list[Started | None]:
-    """Mark runs started unless finished or given up on; one UPDATE for the batch."""
+    """Mark runs started unless finished, given up on, or alive on another delivery;
+    one UPDATE for the batch."""
     now = utcnow()
     if connection.dialect.name == "postgresql":
         rows = connection.exec_driver_sql(
@@ -284,6 +291,7 @@ def _start_existing(connection: Connection, writes: Sequence[StartRun]) -> list[
                 "ids": [w.run_id for w in writes],
                 "message_ids": [w.message_id for w in writes],
                 "limits": [w.redelivery_limit for w in writes],
+                "live_after": [w.live_after for w in writes],
             },
         )
         found = {row[0]: (row[0], row[1], _utc(row[2])) for row in rows}
@@ -296,10 +304,16 @@ def _start_existing(connection: Connection, writes: Sequence[StartRun]) -> list[
                 RUNS.c.id == w.run_id,
                 RUNS.c.status.not_in(FINISHED_STATUSES),
                 ~((RUNS.c.status == "running") & (RUNS.c.attempts >= w.redelivery_limit)),
+                ~(
+                    (RUNS.c.status == "running")
+                    & RUNS.c.heartbeat_at.is_not(None)
+                    & (RUNS.c.heartbeat_at > w.live_after)
+                ),
             )
             .values(
                 status="running",
                 started_at=now,
+                heartbeat_at=now,
                 attempts=RUNS.c.attempts + 1,
                 worker=worker_name(),
                 message_id=func.coalesce(RUNS.c.message_id, w.message_id),
@@ -338,6 +352,7 @@ def _start_new(connection: Connection, writes: Sequence[StartRun]) -> list[Start
                 status="running",
                 queued_at=w.sent_at or now,
                 started_at=now,
+                heartbeat_at=now,
                 attempts=1,
                 records_processed=0,
                 output="",
@@ -380,6 +395,19 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
         row = connection.execute(stmt.returning(*RUNS.c)).one()
         out.append(JobRun(**row._asdict()))
     return out
+
+
+def beat_runs(db: Database, run_ids: Sequence[int]) -> int:
+    """Refresh the heartbeat of runs this process is executing; how many were running."""
+    if not run_ids:
+        return 0
+    stmt = (
+        RUNS.update()
+        .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "running")
+        .values(heartbeat_at=utcnow())
+    )
+    with db.statement() as connection:
+        return connection.execute(stmt).rowcount
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

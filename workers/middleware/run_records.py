@@ -4,16 +4,24 @@ The record is the source of truth for history, the admin API, e-mail and metrics
 It is also how a slot runs once: a message for a run that already finished is
 acknowledged and dropped, and a run whose worker died repeatedly is failed with the
 reason instead of looping (Dramatiq does not count SIGKILL redeliveries as retries).
+
+A run being executed carries a heartbeat that its worker process refreshes. A second
+delivery of its message while the heartbeat is fresh (the broker restarted, or took the
+message back after ``consumer_timeout``) does not run it again: it is deferred and
+checked later, when the run has either finished (then dropped) or lost its worker
+(then run).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import traceback
 import weakref
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -30,6 +38,7 @@ from workers.middleware.run_record_writer import (
     FinishRun,
     RunRecordWriter,
     StartRun,
+    beat_runs,
     worker_name,
 )
 from workers.runtime import Runtime
@@ -37,6 +46,16 @@ from workers.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
+STALE_HEARTBEATS = 3  # a run whose heartbeat is this many intervals old lost its worker
+
+
+@dataclass
+class StillRunning:
+    """Another delivery of this run's message is executing it right now."""
+
+    run_id: int
+    worker: str | None
+    heartbeat_age_s: float
 
 
 class RunRecordMiddleware(Middleware):
@@ -67,7 +86,8 @@ class RunRecordMiddleware(Middleware):
         runtime = self._runtime()
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
-        started: tuple[int, str, dt.datetime | None] | JobRun | None
+        live_after = utcnow() - dt.timedelta(seconds=STALE_HEARTBEATS * settings.run_heartbeat_s)
+        started: tuple[int, str, dt.datetime | None] | JobRun | StillRunning | None
 
         # Fast path, shared with the other threads' writes: mark the run started (or
         # create it for a plain message). It finds nothing when the run is finished or
@@ -79,11 +99,14 @@ class RunRecordMiddleware(Middleware):
                 run_id=message.kwargs.get("run_id"),
                 redelivery_limit=limit,
                 sent_at=_sent_at(message),
+                live_after=live_after,
             )
         )
         if started is None:
             with runtime.db.session() as session:  # the careful path decides what to do
-                started = self._start_carefully(session, message, limit)
+                started = self._start_carefully(session, message, limit, live_after)
+        if isinstance(started, StillRunning):
+            self._defer(broker, message, started, settings.run_heartbeat_s)
         if isinstance(started, JobRun):
             # Committed above; now tell the hooks, and dead-letter the message.
             self.finished(started)
@@ -103,17 +126,62 @@ class RunRecordMiddleware(Middleware):
         message.options["tickwork_run_id"] = ctx.run_id
         self._contexts[message.message_id] = ctx
 
+    # --- heartbeats of the runs this process executes -----------------------------------
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._beating = threading.Event()
+        thread = threading.Thread(
+            target=self._beat_open_runs, args=(self._beating,), name="tickwork-run-heartbeats"
+        )
+        thread.daemon = True
+        thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        beating = getattr(self, "_beating", None)
+        if beating is not None:
+            beating.set()
+
+    def _beat_open_runs(self, stop: threading.Event) -> None:
+        while not stop.wait(self._runtime().settings.run_heartbeat_s):
+            run_ids = [ctx.run_id for ctx in tuple(self._contexts.values())]
+            try:
+                beat_runs(self._runtime().db, run_ids)
+            except Exception as exc:  # the database is down: the next beat tries again
+                logger.warning("could not refresh the heartbeat of runs %s: %s", run_ids, exc)
+
     def _writer(self, db: Database) -> RunRecordWriter:
         writer = self._writers.get(db)
         if writer is None:
             writer = self._writers.setdefault(db, RunRecordWriter(db))
         return writer
 
+    def _defer(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        busy: StillRunning,
+        heartbeat_s: int,
+    ) -> NoReturn:
+        """Put this duplicate delivery back for later, loudly, and skip it now."""
+        delay_ms = STALE_HEARTBEATS * heartbeat_s * 1000
+        logger.warning(
+            "run %s delivered again while it is still running on %s (heartbeat %.1f s ago): "
+            "not running it twice; checking again in %d s. A broker restart does this; if "
+            "it repeats for long jobs, RabbitMQ's consumer_timeout is shorter than the job "
+            "(docs/DEPLOY.md).",
+            busy.run_id,
+            busy.worker,
+            busy.heartbeat_age_s,
+            delay_ms // 1000,
+        )
+        broker.enqueue(message.copy(), delay=delay_ms)
+        raise SkipMessage(f"run {busy.run_id} is still running on {busy.worker}")
+
     def _start_carefully(
-        self, session: Session, message: MessageProxy, limit: int
-    ) -> tuple[int, str, dt.datetime | None] | JobRun | None:
-        """The run is finished (None), given up on after its workers kept dying (the
-        failed run, to be committed before the message is dead-lettered), or missing."""
+        self, session: Session, message: MessageProxy, limit: int, live_after: dt.datetime
+    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | None:
+        """The run is finished (None), running on another delivery (StillRunning), given
+        up on after its workers kept dying (the failed run, to be committed before the
+        message is dead-lettered), or missing."""
         run_id = message.kwargs.get("run_id")
         run: JobRun | None = None
         if run_id is not None:
@@ -136,6 +204,9 @@ class RunRecordMiddleware(Middleware):
                 "run %s of %s already %s: message dropped", run.id, run.job_name, run.status
             )
             return None
+        heartbeat = run.heartbeat_at
+        if run.status == "running" and heartbeat is not None and heartbeat > live_after:
+            return StillRunning(run.id, run.worker, (utcnow() - heartbeat).total_seconds())
         if run.status == "running" and run.attempts >= limit:
             # The previous deliveries never came back: their worker died.
             run.status = "failed"
@@ -147,7 +218,7 @@ class RunRecordMiddleware(Middleware):
             session.flush()
             return run
         run.status = "running"
-        run.started_at = utcnow()
+        run.started_at = run.heartbeat_at = utcnow()
         run.attempts += 1
         run.worker = worker_name()
         run.message_id = run.message_id or message.message_id
