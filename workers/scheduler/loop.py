@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import dramatiq
 
@@ -46,12 +47,49 @@ class EmbeddedTicker(threading.Thread):
         self._stop.set()
 
 
+TICK_SEND_PATIENCE_S = 45.0  # keep trying within the minute; the next tick catches up
+
+
+def send_tick_patiently(actor: Any, scheduled_at: str, patience_s: float) -> bool:
+    """Send one tick, retrying while the broker is away (a restart takes seconds).
+
+    periodiq sends without catching anything, so one failed publish would end the
+    scheduler process. Here a tick that still cannot be sent after ``patience_s`` is
+    given up on, loudly: the next tick dispatches its slots by the catch-up policy.
+    """
+    deadline = time.monotonic() + patience_s
+    pause_s = 0.5
+    while True:
+        try:
+            actor.send_with_options(scheduled_at=scheduled_at)
+            return True
+        except Exception as exc:
+            if time.monotonic() + pause_s > deadline:
+                logger.error(
+                    "tick %s NOT sent, broker unreachable for %.0f s (%s); the next tick "
+                    "dispatches the missed slots by each job's catch-up policy",
+                    scheduled_at,
+                    patience_s,
+                    exc,
+                )
+                return False
+            logger.warning("could not send tick %s (%s); retrying", scheduled_at, exc)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 8.0)
+
+
 def run_periodiq(broker: dramatiq.Broker) -> None:
     """Run periodiq's scheduler for the tick actor (blocks; uses SIGALRM)."""
     from periodiq import Scheduler
 
+    class PatientScheduler(Scheduler):  # type: ignore[misc]
+        def send_actors(self, actors: list[Any], now: Any) -> None:
+            for actor in actors:
+                logger.info("Scheduling %s at %s.", actor, now)
+                send_tick_patiently(actor, str(now), TICK_SEND_PATIENCE_S)
+
     actor = broker.get_actor(TICK_ACTOR)
-    scheduler = Scheduler(actors=[actor])
+    scheduler = PatientScheduler(actors=[actor])
     logger.info("periodiq scheduler started: publishing %r every minute", TICK_ACTOR)
     scheduler.schedule()
     scheduler.loop()
