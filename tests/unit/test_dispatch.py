@@ -62,6 +62,32 @@ def test_redelivered_message_for_a_finished_run_is_dropped(system: Embedded) -> 
     assert runs(system, "t_count")[0].attempts == 1
 
 
+def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
+    system: Embedded, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a run executing on a worker thread (its heartbeat fresh),
+    minute = floor_minute(utcnow())
+    dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_slow"))
+    deadline = time.monotonic() + 20
+    while tj.calls != ["t_slow"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (run,) = runs(system, "t_slow")
+    # when the broker delivers its message again (a restart, or consumer_timeout),
+    actor = system.broker.get_actor("t_slow")
+    message = actor.message_with_options(kwargs={"run_id": run.id}).copy(message_id=run.message_id)
+    system.broker.enqueue(message)
+    time.sleep(0.5)
+    # then the second delivery does not start the job: it is put back for later, loudly,
+    assert tj.calls == ["t_slow"]
+    assert f"run {run.id} delivered again while it is still running" in caplog.text
+    # and the first delivery still records its outcome (the deferral did not close it).
+    tj.release_slow.set()
+    system.drain()
+    (run,) = runs(system, "t_slow")
+    assert run.status == "succeeded" and run.attempts == 1
+    assert tj.calls == ["t_slow"]
+
+
 @pytest.mark.parametrize(
     ("policy", "expected"), [("skip", ["schedule"]), ("once", ["catchup", "schedule"])]
 )

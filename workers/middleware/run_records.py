@@ -69,8 +69,10 @@ class RunRecordMiddleware(Middleware):
         self._writers: weakref.WeakKeyDictionary[Database, RunRecordWriter] = (
             weakref.WeakKeyDictionary()
         )
-        # Open runs by message id; a worker thread handles one message at a time.
-        self._contexts: dict[str, RunContext] = {}
+        # Open runs by delivery (the MessageProxy's identity), not by message id: a second
+        # delivery of the same message, deferred while the first runs, must not close the
+        # first one's run.
+        self._contexts: dict[int, RunContext] = {}
 
     def _is_job(self, broker: dramatiq.Broker, message: MessageProxy) -> bool:
         try:
@@ -124,7 +126,7 @@ class RunRecordMiddleware(Middleware):
         )
         set_current_run(ctx)
         message.options["tickwork_run_id"] = ctx.run_id
-        self._contexts[message.message_id] = ctx
+        self._contexts[id(message)] = ctx
 
     # --- heartbeats of the runs this process executes -----------------------------------
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -234,7 +236,7 @@ class RunRecordMiddleware(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        ctx = self._contexts.pop(message.message_id, None)
+        ctx = self._contexts.pop(id(message), None)
         set_current_run(None)
         if ctx is None:
             return
@@ -274,7 +276,7 @@ class RunRecordMiddleware(Middleware):
             self.finished(run)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._contexts.pop(message.message_id, None)
+        self._contexts.pop(id(message), None)
         set_current_run(None)
 
     def finished(self, run: JobRun) -> None:
