@@ -14,6 +14,6 @@ from workers.registry import job
 def rel_work(ctx: RunContext, seconds: float = 0.02, marker: str = "") -> int:
     if marker:
         with Path(marker).open("a") as out:
-            out.write(f"{ctx.run_id} {os.getpid()}\n")
+            out.write(f"{ctx.run_id} {os.getpid()} {time.time():.3f}\n")
     time.sleep(seconds)
     return 1
