@@ -46,7 +46,11 @@ def list_tokens() -> None:
 
 @app.command()
 @handles_errors
-def revoke(token_id: Annotated[int, typer.Argument(help="The id from `list`.")]) -> None:
+def revoke(
+    token_id: Annotated[
+        int, typer.Argument(min=1, max=2**63 - 1, help="The id from `list`.")  # SQL BIGINT
+    ],
+) -> None:
     """Delete a token: requests with it are refused from now on."""
     from producers.api.auth import revoke_token
 

@@ -30,7 +30,10 @@ def explain(
 
     if format not in ("text", "json"):
         raise ScheduleError(f"--format must be text or json, not {format!r}")
-    schedule = parse_schedule(expression, tz)
+    try:
+        schedule = parse_schedule(expression, tz)
+    except (ValueError, OverflowError) as exc:  # e.g. '²' passes isdigit() but not int()
+        raise ScheduleError(f"schedule {expression!r} is invalid ({exc})") from None
     if start is None:
         begin = dt.datetime.now(dt.UTC)
     else:
@@ -40,7 +43,12 @@ def explain(
             raise ScheduleError(f"--from {start!r} is not an ISO 8601 date-time") from None
         if begin.tzinfo is None:
             begin = begin.replace(tzinfo=schedule.tz)
-    fires = [t.astimezone(schedule.tz).isoformat() for t in schedule.next_n(begin, count)]
+    try:
+        fires = [t.astimezone(schedule.tz).isoformat() for t in schedule.next_n(begin, count)]
+    except (ValueError, OverflowError) as exc:  # past year 9999, or an enormous interval
+        raise ScheduleError(
+            f"schedule {expression!r}: no {count} fire times after {begin.isoformat()} ({exc})"
+        ) from None
     if format == "json":
         typer.echo(
             json.dumps(

@@ -64,8 +64,18 @@ _UNITS_S = {
     "weeks": 604800,
     "w": 604800,
 }
-_INTERVAL_WORDS = re.compile(r"^(?:every\s+)?(\d+)\s*([a-z]+)$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+_INTERVAL_WORDS = re.compile(r"^(?:every\s+)?(\d+)\s*([a-z]+)$", re.ASCII)
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$", re.ASCII)
+# Longer than any sane interval, and well inside the database's 32-bit integer column.
+MAX_INTERVAL_S = 3650 * 86_400
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() refuses or
+    reads in surprising ways."""
+    return text.isascii() and text.isdigit()
+
+
 _MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
@@ -414,14 +424,14 @@ def _check_field(original: str, name: str, value: str, lo: int, hi: int) -> None
     names = _MONTH_NAMES if name == "month" else _DAY_NAMES if name == "day of week" else []
     for part in value.lower().split(","):
         body, _, step = part.partition("/")
-        if step and (not step.isdigit() or int(step) == 0):
+        if step and (not _digits(step) or int(step) == 0):
             raise ScheduleError(f"cron {original!r}: {name} step {step!r} must be a number ≥ 1")
         if body in ("*", "?") or (name == "day of month" and body == "l"):
             continue
         for bound in body.split("-"):
             if bound in names:
                 continue
-            if not bound.isdigit():
+            if not _digits(bound):
                 raise ScheduleError(f"cron {original!r}: {name} {bound!r} is not a number")
             if not lo <= int(bound) <= hi:
                 raise ScheduleError(f"cron {original!r}: {name} {bound} is out of range {lo}-{hi}")
@@ -437,7 +447,13 @@ def _interval_words(text: str) -> int:
         )
     if count <= 0:
         raise ScheduleError(f"interval {text!r} must be longer than zero")
-    return count * _UNITS_S[unit]
+    return _bounded(text, count * _UNITS_S[unit])
+
+
+def _bounded(text: str, seconds: int) -> int:
+    if seconds > MAX_INTERVAL_S:
+        raise ScheduleError(f"interval {text!r} is longer than the maximum of 3650 days")
+    return seconds
 
 
 def parse_interval(text: str) -> int:
@@ -446,7 +462,7 @@ def parse_interval(text: str) -> int:
     if _INTERVAL_WORDS.match(text):
         return _interval_words(text)
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+    if len(parts) not in (2, 3) or not all(_digits(p) for p in parts):
         raise ScheduleError(f"interval {text!r}: expected MM:SS, HH:MM:SS or '10 minutes'")
     numbers = [int(p) for p in parts]
     if any(n >= 60 for n in numbers[1:]):
@@ -454,7 +470,7 @@ def parse_interval(text: str) -> int:
     seconds = numbers[-1] + 60 * numbers[-2] + (3600 * numbers[0] if len(numbers) == 3 else 0)
     if seconds <= 0:
         raise ScheduleError(f"interval {text!r} must be longer than zero")
-    return seconds
+    return _bounded(text, seconds)
 
 
 def parse_times(text: str) -> list[dt.time]:
@@ -494,11 +510,11 @@ def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
     minute, hour, dom, month, dow = fields[:5]
     sec = fields[5] if has_seconds else "0"
     plain = dom == "*" and month == "*" and dow in ("*", "?")
-    if plain and sec.isdigit():
+    if plain and _digits(sec):
         s = f":{int(sec):02d}" if int(sec) else ""
-        if minute.isdigit() and hour == "*":
+        if _digits(minute) and hour == "*":
             return f"hourly at :{int(minute):02d}{s}"
-        if minute.isdigit() and hour.isdigit():
+        if _digits(minute) and _digits(hour):
             return f"daily at {int(hour):02d}:{int(minute):02d}{s}"
         if minute == "*" and hour == "*":
             return "every minute" + (f" at second {int(sec)}" if s else "")
@@ -506,7 +522,7 @@ def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
             return f"every {format_duration(int(minute[2:]) * 60)}"
         if minute.startswith("*/") and hour == "*" and s:
             return f"every {format_duration(int(minute[2:]) * 60)} at {s}"
-        if minute.isdigit() and hour.startswith("*/"):
+        if _digits(minute) and hour.startswith("*/"):
             return f"every {format_duration(int(hour[2:]) * 3600)} at :{int(minute):02d}{s}"
     if sec == "*" and minute == "*" and hour == "*" and plain:
         return "every second"
