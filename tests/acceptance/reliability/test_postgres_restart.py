@@ -1,0 +1,169 @@
+"""PostgreSQL restarted under load: no run record is lost, stuck or duplicated; the
+worker rides the outage out (its run-record writer and Dramatiq's retries) and goes on.
+
+The database is a private server (tests/acceptance/reliability/private_postgres.py):
+the shared one on 127.0.0.1:5432 is never stopped. RabbitMQ is the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
+from tests.acceptance.reliability.private_postgres import (  # noqa: F401 (a fixture)
+    PrivatePostgres,
+    private_pg,
+)
+from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+
+DOWN_S = 5.0
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    private_pg: PrivatePostgres,  # noqa: F811
+    amqp_url: str,
+    queue_prefix: str,
+) -> dict[str, str]:
+    """The reliability suite's `env`, on the private PostgreSQL (it overrides conftest's,
+    so `runtime` is this test process on the private database)."""
+    values = {
+        "TICKWORK_DATABASE_URL": private_pg.url,
+        "TICKWORK_BROKER_URL": amqp_url,
+        "TICKWORK_QUEUE_PREFIX": f"{queue_prefix}{os.urandom(3).hex()}.",
+        "TICKWORK_FERNET_KEY": FERNET_KEY,
+        "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.jobs",
+        "TICKWORK_WORKER_PROCESSES": "1",
+        "TICKWORK_WORKER_THREADS": "4",
+        "TICKWORK_WORKER_SHUTDOWN_TIMEOUT_S": "20",
+        "TICKWORK_METRICS_PORT": "0",
+        "TICKWORK_MIN_BACKOFF_MS": "100",
+        "TICKWORK_MAX_BACKOFF_MS": "500",
+        "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+    }
+    migrated = run_tickwork("migrate", cwd=tmp_path, timeout=60, **values)
+    assert migrated.returncode == 0, migrated.stderr
+    return values
+
+
+@pytest.fixture
+def worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """One `tickwork worker`, its output in tmp_path/worker.log (read on failure)."""
+    with (tmp_path / "worker.log").open("w") as log:
+        proc = subprocess.Popen(
+            tickwork_command("worker"),
+            cwd=tmp_path,
+            env=tickwork_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def _wait(
+    worker: subprocess.Popen[str],
+    tmp_path: Path,
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+) -> float:
+    """wait_for, telling on failure whether the worker is alive and what it logged."""
+
+    def done() -> bool:
+        if worker.poll() is not None:
+            raise AssertionError(f"{what}: the worker exited")
+        return predicate()
+
+    try:
+        return wait_for(done, timeout_s, what)
+    except AssertionError as exc:
+        state = "alive" if worker.poll() is None else f"exited {worker.returncode}"
+        raise AssertionError(f"{exc}; worker {state}; its log:\n{_log_tail(tmp_path)}") from None
+
+
+def _executions(marker: Path) -> int:
+    return marker.read_text().count("\n") if marker.exists() else 0
+
+
+def _log_tail(tmp_path: Path, chars: int = 4000) -> str:
+    log = tmp_path / "worker.log"
+    return log.read_text()[-chars:] if log.exists() else ""
+
+
+def test_postgres_restart_under_load_loses_no_run(
+    tmp_path: Path,
+    runtime: Any,
+    private_pg: PrivatePostgres,  # noqa: F811
+    worker: subprocess.Popen[str],
+    soak: bool,
+) -> None:
+    total = 2000 if soak else 300
+    seconds = 0.05 if soak else 0.12  # ~10 s of work for 4 threads in the short version
+    marker = tmp_path / "executions"
+    # Given a worker busy with a queue of short jobs,
+    actor = runtime.broker.get_actor("rel_work")
+    sent = {actor.send(seconds=seconds, marker=str(marker)).message_id for _ in range(total)}
+    assert len(sent) == total
+    _wait(worker, tmp_path, lambda: _executions(marker) > total // 5, 120, "work under way")
+    # when PostgreSQL is stopped (fast: connections cut) for a few seconds and started again,
+    before = _executions(marker)
+    private_pg.restart(DOWN_S)
+    back_at = time.monotonic()
+    during = _executions(marker) - before
+    assert before + during < total, "the work was over before the outage: make the jobs longer"
+    resumed = _wait(
+        worker, tmp_path, lambda: _executions(marker) > before + during, 60, "work resumed"
+    )
+    # then every job ends in exactly one succeeded record, and the worker is still there.
+    _wait(
+        worker,
+        tmp_path,
+        lambda: (
+            scalar(
+                runtime, "SELECT count(DISTINCT message_id) FROM job_runs WHERE status='succeeded'"
+            )
+            >= total
+        ),
+        120,
+        "all runs succeeded after the restart",
+    )
+    recovery = time.monotonic() - back_at
+    time.sleep(1.0)  # a late duplicate (a retried message) would show up now
+    with runtime.db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT message_id, status, attempts FROM job_runs WHERE job_name='rel_work'")
+        ).all()
+    per_message: dict[str, list[str]] = {}
+    for message_id, status, _attempts in rows:
+        per_message.setdefault(message_id, []).append(status)
+    succeeded = {m for m, statuses in per_message.items() if statuses == ["succeeded"]}
+    lost = len(sent - succeeded)
+    duplicated = sum(len(s) - 1 for s in per_message.values()) + len(set(per_message) - sent)
+    stuck = sum(1 for _m, status, _a in rows if status in ("running", "queued"))
+    retried = sum(1 for _m, _s, attempts in rows if attempts > 1)
+    executions = _executions(marker)
+    warnings = _log_tail(tmp_path, 10**7).count("database unreachable")
+    record(Figures("restart PostgreSQL under load", total, lost, duplicated, stuck, recovery))
+    print(
+        f"\npostgres restart: down {DOWN_S} s, {during} executions during the outage, "
+        f"writer retried {warnings} times, work resumed {resumed:.1f} s after the start, "
+        f"all succeeded {recovery:.1f} s after it; {executions} executions for {total} jobs, "
+        f"{retried} runs with attempts > 1"
+    )
+    assert (lost, duplicated, stuck) == (0, 0, 0), _log_tail(tmp_path)
+    assert worker.poll() is None, f"the worker exited:\n{_log_tail(tmp_path)}"
