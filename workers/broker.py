@@ -77,12 +77,12 @@ def build_broker(settings: Settings, runtime: Callable[[], Runtime]) -> dramatiq
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     else:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
         url = settings.broker_url or ""
         if "heartbeat=" not in url:  # notice a dead broker within a minute
             url += ("&" if "?" in url else "?") + "heartbeat=30"
-        broker = RabbitmqBroker(
+        from workers.dead_letters import DeadLetteringRabbitmqBroker
+
+        broker = DeadLetteringRabbitmqBroker(
             url=url,
             middleware=middleware,
             confirm_delivery=settings.broker_confirm_delivery,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -134,9 +135,17 @@ def _run(spec: JobSpec) -> Callable[..., None]:
 
 def _message_signature(fn: JobFn) -> inspect.Signature:
     """What a message for this job may carry: the job's own parameters after ``ctx``, plus
-    ``run_id``. Lets the poison middleware refuse wrong arguments before anything runs."""
+    ``run_id``. Lets the poison middleware refuse wrong arguments (names and types) before
+    anything runs."""
     signature = inspect.signature(fn)
-    params = list(signature.parameters.values())[1:]
+    try:  # real types, not the strings of `from __future__ import annotations`
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in list(signature.parameters.values())[1:]
+    ]
     run_id = inspect.Parameter("run_id", inspect.Parameter.KEYWORD_ONLY, default=None)
     var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]

@@ -19,6 +19,12 @@ def t_count(ctx: RunContext) -> JobResult:
     return JobResult(records_processed=3, output="counted 3")
 
 
+@job(description="test: typed parameters")
+def t_typed(ctx: RunContext, count: int, label: str = "") -> int:
+    calls.append("t_typed")
+    return count
+
+
 @job(description="test: blocks until released", time_limit_s=30)
 def t_slow(ctx: RunContext) -> int:
     calls.append("t_slow")

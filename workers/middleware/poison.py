@@ -1,26 +1,27 @@
 """Messages that can never succeed are dead-lettered at once, with the reason, instead of
 being retried (or crashing anything): an unknown actor, arguments that do not fit the
-actor's function, a payload over ``TICKWORK_MAX_MESSAGE_BYTES``.
+actor's function or whose values cannot be of the parameters' annotated types, a payload
+over ``TICKWORK_MAX_MESSAGE_BYTES``.
 
 Each gets a ``dead_letters`` row (queue, actor, reason, the message) for the admin API,
-and is failed, so Dramatiq moves it to the queue's ``.XQ``. Messages that are not even
-JSON never reach middleware: Dramatiq's consumer logs the decode error and dead-letters
-them to ``.XQ`` itself.
+and is failed, so Dramatiq moves it to the queue's ``.XQ``. Bodies that are not even a
+message never reach middleware: :mod:`workers.dead_letters` refuses them in the consumer.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+import pydantic
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from schema.messaging import DeadLetter
+from workers.dead_letters import record_dead_letter
 from workers.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -36,19 +37,14 @@ class PoisonMiddleware(Middleware):
         if reason is None:
             return
         logger.error("dead-lettering message %s: %s", message.message_id, reason)
-        try:
-            with self._runtime().db.session() as session:
-                session.add(
-                    DeadLetter(
-                        queue_name=message.queue_name,
-                        message_id=message.message_id,
-                        actor_name=str(message.actor_name)[:200],
-                        reason=reason,
-                        message=_storable(message),
-                    )
-                )
-        except Exception:
-            logger.exception("could not record dead letter %s", message.message_id)
+        record_dead_letter(
+            self._runtime().db,
+            queue_name=message.queue_name,
+            message_id=message.message_id,
+            actor_name=str(message.actor_name),
+            reason=reason,
+            message=message.asdict(),
+        )
         message.fail()
 
     def _why_poison(self, broker: dramatiq.Broker, message: MessageProxy) -> str | None:
@@ -62,16 +58,42 @@ class PoisonMiddleware(Middleware):
         if not isinstance(message.args, list | tuple) or not isinstance(message.kwargs, dict):
             return "args must be a list and kwargs an object"
         try:
-            inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
+            bound = inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
         except TypeError as exc:
             return f"arguments do not fit {actor.actor_name}: {exc}"
-        return None
+        return _wrong_types(actor.actor_name, actor.fn, bound.arguments)
 
 
-def _storable(message: MessageProxy) -> dict[str, Any]:
-    """The message as JSON, cut down if huge (the reason says how big it was)."""
-    data = message.asdict()
-    text = json.dumps(data, default=str)
-    if len(text) > 10_000:
-        return {"truncated": text[:10_000]}
-    return dict(json.loads(text))
+@functools.lru_cache(maxsize=512)
+def _argument_types(fn: Callable[..., Any]) -> dict[str, pydantic.TypeAdapter[Any]]:
+    """A validator per parameter of ``fn``'s (message) signature annotated with a real
+    type; string annotations nobody resolved are left alone."""
+    adapters = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        hint = param.annotation
+        if (
+            hint is inspect.Parameter.empty
+            or hint is Any
+            or isinstance(hint, str)
+            or param.kind is inspect.Parameter.VAR_KEYWORD
+        ):
+            continue
+        try:
+            adapters[name] = pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(strict=True))
+        except Exception:  # a type pydantic cannot check; the job sees what it gets
+            continue
+    return adapters
+
+
+def _wrong_types(actor_name: str, fn: Callable[..., Any], arguments: dict[str, Any]) -> str | None:
+    """Arguments whose JSON value cannot be the parameter's type: it would only fail
+    inside the job, retry and fail again, so it is refused now, naming the argument."""
+    for name, adapter in _argument_types(fn).items():
+        if name not in arguments:
+            continue
+        try:
+            adapter.validate_python(arguments[name])
+        except pydantic.ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            return f"argument {name!r} of {actor_name}: {problem}"
+    return None
