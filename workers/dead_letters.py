@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import uuid
 from typing import Any
 
@@ -27,13 +29,27 @@ UNDECODABLE_ACTOR = "(undecodable)"
 
 
 def _text(value: Any, limit: int) -> str:
-    """PostgreSQL text cannot hold NUL; column widths are limits."""
-    return str(value).replace("\x00", "\\x00")[:limit]
+    """What PostgreSQL can store: no NUL, no lone surrogate; column widths are limits."""
+    text = str(value).replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+
+def _storable_value(value: Any) -> Any:
+    """JSON PostgreSQL accepts: strings cleaned, no Infinity/NaN, anything else as text."""
+    if isinstance(value, dict):
+        return {_text(k, MAX_STORED_CHARS): _storable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _text(value, MAX_STORED_CHARS)
 
 
 def storable(data: Any) -> dict[str, Any]:
-    """A JSON object for the ``message`` column, cut down if huge, without NULs."""
-    text = json.dumps(data, default=str).replace("\\u0000", "\\\\x00")
+    """A JSON object for the ``message`` column, cut down if huge."""
+    text = json.dumps(_storable_value(data), allow_nan=False)
     if len(text) > MAX_STORED_CHARS:
         return {"truncated": text[:MAX_STORED_CHARS]}
     loaded = json.loads(text)
@@ -109,31 +125,42 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
     def __next__(self) -> _RabbitmqMessage | None:
         iterator = self.iterator
         self.iterator = _Remember(iterator, self)
+        self._delivery: Any = None
+        self._thread_id = threading.get_ident()
         try:
             return self._next_checked()
         finally:
             self.iterator = iterator
+            self._delivery = None  # later nacks (from worker threads) are not decode errors
 
     def _next_checked(self) -> _RabbitmqMessage | None:
-        self._delivery: Any = None
         message: _RabbitmqMessage | None = super().__next__()  # type: ignore[no-untyped-call]
         delivery = self._delivery
         if delivery is None:
             return message  # idle, or already refused by Dramatiq (see _nack)
         method, _properties, body = delivery
         reason = why_malformed(body, self.queue_name)
+        if reason is None and message is not None:
+            actor_name = message.actor_name
+            if actor_name not in self.broker.actors:  # Dramatiq would only log it
+                reason = f"unknown actor {actor_name!r}"
         if reason is None:
             return message
         if message is not None:
             self.known_tags.discard(method.delivery_tag)
-            super()._nack(method.delivery_tag)
+            super()._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
         self._refuse(body, reason)
         return None
 
     def _nack(self, tag: int) -> None:
-        # Dramatiq nacks an undecodable body from inside __next__: note why, then nack.
+        # Dramatiq nacks an undecodable body from inside __next__ (this consumer's thread,
+        # the delivery just taken): note why, then nack.
         delivery = getattr(self, "_delivery", None)
-        if delivery is not None and delivery[0].delivery_tag == tag:
+        if (
+            delivery is not None
+            and delivery[0].delivery_tag == tag
+            and threading.get_ident() == self._thread_id
+        ):
             self._delivery = None
             reason = why_malformed(delivery[2], self.queue_name)
             self._refuse(delivery[2], reason or "body could not be decoded")

@@ -62,7 +62,7 @@ def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[st
     values = {
         "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
         "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_QUEUE_PREFIX": f"{queue_prefix}{os.urandom(3).hex()}.",
+        "TICKWORK_QUEUE_PREFIX": queue_prefix,  # unique per test; its queues deleted after
         "TICKWORK_FERNET_KEY": FERNET_KEY,
         "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.jobs",
         "TICKWORK_WORKER_PROCESSES": "1",
@@ -94,12 +94,13 @@ def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], subpro
     started: list[subprocess.Popen[str]] = []
 
     def start() -> subprocess.Popen[str]:
+        log = tmp_path / f"worker-{len(started)}.log"  # read it when a test fails
         proc = subprocess.Popen(
             tickwork_command("worker"),
             cwd=tmp_path,
             env=tickwork_env(**env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
