@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     default_time_limit_s: int = Field(
         600, ge=1, description="Time limit of a job that does not set its own."
     )
+    tick_skip_after_s: int = Field(
+        60,
+        ge=1,
+        description=(
+            "A tick a worker receives later than this after its minute is skipped "
+            "(periodiq); the next tick dispatches the missed slots by catch-up policy."
+        ),
+    )
     message_age_limit_s: int = Field(
         86_400, ge=1, description="Messages older than this are dropped unprocessed."
     )

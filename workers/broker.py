@@ -40,8 +40,8 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        # Ticks older than a minute are dropped: the next tick covers the gap.
-        PeriodiqMiddleware(skip_delay=60),
+        # Late ticks are dropped: the next tick covers the gap (catch-up policy).
+        PeriodiqMiddleware(skip_delay=settings.tick_skip_after_s),
         HeartbeatMiddleware(settings.heartbeat_file, settings.heartbeat_interval_s),
         PoisonMiddleware(runtime, settings.max_message_bytes),
         RunRecordMiddleware(runtime),
