@@ -72,6 +72,8 @@ def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[st
         "TICKWORK_MIN_BACKOFF_MS": "100",
         "TICKWORK_MAX_BACKOFF_MS": "500",
         "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+        # A killed worker's run is taken over 3 heartbeats later: 6 s here, 15 s by default.
+        "TICKWORK_RUN_HEARTBEAT_S": "2",
     }
     assert run_tickwork("migrate", cwd=tmp_path, **values).returncode == 0
     return values
