@@ -20,7 +20,7 @@ from producers.api import auth, dead_letters, models
 from producers.job_status import job_statuses, run_history
 from schema.engine import Database
 from schema.scheduling import SchedulerState
-from tickwork.errors import ScheduleError, UnknownJobError
+from tickwork.errors import ScheduleError, UnknownJobError, ValidationError
 from tickwork.settings import Settings
 from workers.registry import get_job
 from workers.scheduler import control
@@ -31,7 +31,10 @@ bearer = HTTPBearer(auto_error=False, description="An API token from `tickwork a
 Responses = dict[int | str, dict[str, Any]]
 NOT_AUTHORIZED: Responses = {401: {"model": models.Problem, "description": "no or bad token"}}
 NOT_FOUND: Responses = {404: {"model": models.Problem, "description": "no such job"}}
-NO_DEAD_LETTER: Responses = {404: {"model": models.Problem, "description": "no such letter"}}
+NO_DEAD_LETTER: Responses = {
+    404: {"model": models.Problem, "description": "no such letter"},
+    409: {"model": models.Problem, "description": "not a message that can be sent again"},
+}
 BAD_OVERRIDE: Responses = {422: {"model": models.Problem, "description": "bad override"}}
 BAD_BODY: Responses = {400: {"model": models.Problem, "description": "body is not JSON"}}
 
@@ -148,7 +151,11 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
         responses=NO_DEAD_LETTER,
     )
     def replay_one(dead_letter_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> models.Count:
-        if not dead_letters.replay(db, broker, dead_letter_id):
+        try:
+            replayed = dead_letters.replay(db, broker, dead_letter_id)
+        except ValidationError as exc:
+            raise HTTPException(409, str(exc)) from None
+        if not replayed:
             raise HTTPException(404, f"no dead letter {dead_letter_id}")
         return models.Count(count=1)
 

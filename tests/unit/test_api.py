@@ -133,6 +133,27 @@ def test_dead_letters_list_replay_purge(client: Any) -> None:
     assert http.delete("/api/dead-letters?queue=default", headers=headers).json() == {"count": 2}
 
 
+def test_a_malformed_dead_letter_cannot_be_replayed(client: Any) -> None:
+    # Given a dead letter recorded for a body that was not a message at all,
+    http, headers, system = client
+    with system.db.session() as s:
+        letter = DeadLetter(
+            queue_name="default",
+            message_id="malformed-1",
+            actor_name="(undecodable)",
+            reason="body is not JSON",
+            message={"body": "b'{nope'"},
+        )
+        s.add(letter)
+        s.flush()
+        letter_id = letter.id
+    # when it is replayed, then the refusal says why, and the letter stays (replay-all too).
+    refused = http.post(f"/api/dead-letters/{letter_id}/replay", headers=headers)
+    assert refused.status_code == 409 and "cannot be replayed" in refused.json()["detail"]
+    assert http.post("/api/dead-letters/replay", headers=headers).json() == {"count": 0}
+    assert len(http.get("/api/dead-letters", headers=headers).json()) == 1
+
+
 def test_page_and_openapi_are_served(client: Any) -> None:
     http, _headers, _system = client
     assert "<title>tickwork</title>" in http.get("/").text
