@@ -1,6 +1,8 @@
 """RabbitMQ restarted under load (on a private node): workers and the scheduler reconnect
 by themselves, every persistent message published before the restart is processed once,
-and a tick missed during the outage is handled by the catch-up policy."""
+and the tick due during the outage is still dispatched (sent late by the scheduler's
+retry; an outage longer than its 45 s patience is left to the next tick's catch-up, which
+tests/unit/test_dispatch.py covers)."""
 
 from __future__ import annotations
 
@@ -130,20 +132,20 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         "SELECT count(*) FROM job_runs WHERE status IN ('running', 'queued')"
         " AND job_name='rel_work'",
     )
-    # and the scheduler reconnected: the next minute's tick arrived and caught up the
-    # minute whose tick was lost (rel_minutely catches up once; nothing ran twice).
+    # and the scheduler reconnected: the tick of the minute that began during the outage
+    # was sent once the broker was back (the scheduler retries a failed publish for 45 s;
+    # past that, the next tick would catch the slot up), and nothing ran twice.
     wait_for(
         lambda: (
             scalar(
                 runtime,
-                "SELECT count(*) FROM job_runs "
-                "WHERE job_name='rel_minutely' AND scheduled_for > :m",
+                "SELECT count(*) FROM job_runs WHERE job_name='rel_minutely' AND scheduled_for >= :m",
                 m=missed_minute,
             )
             >= 1
         ),
-        90,
-        "a tick after the outage",
+        60,
+        "the tick of the outage's minute",
     )
     slots = scalar(
         runtime,
@@ -172,6 +174,6 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
     assert len(set(executions)) == total + 3
     assert duplicated == 0 and stuck == 0
     assert all_slots == distinct_slots
-    assert slots >= 2, "the minute whose tick was lost was not caught up"
+    assert slots >= 1, "the minute whose tick fell in the outage was never dispatched"
     log = (tmp_path / "worker.log").read_text()
     assert "delivered again while it is still running" in log, "long jobs not redelivered?"
