@@ -139,7 +139,8 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         lambda: (
             scalar(
                 runtime,
-                "SELECT count(*) FROM job_runs WHERE job_name='rel_minutely' AND scheduled_for >= :m",
+                "SELECT count(*) FROM job_runs "
+                "WHERE job_name='rel_minutely' AND scheduled_for >= :m",
                 m=missed_minute,
             )
             >= 1
