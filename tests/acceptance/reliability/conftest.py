@@ -57,10 +57,12 @@ def soak(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--soak"))
 
 
-@pytest.fixture
-def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
+def suite_env(
+    tmp_path: Path, database_url: str, amqp_url: str, queue_prefix: str
+) -> dict[str, str]:
+    """The settings of the suite's processes, on a migrated database."""
     values = {
-        "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
+        "TICKWORK_DATABASE_URL": database_url,
         "TICKWORK_BROKER_URL": amqp_url,
         "TICKWORK_QUEUE_PREFIX": queue_prefix,  # unique per test; its queues deleted after
         "TICKWORK_FERNET_KEY": FERNET_KEY,
@@ -75,8 +77,15 @@ def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[st
         # A killed worker's run is taken over 3 heartbeats later: 6 s here, 15 s by default.
         "TICKWORK_RUN_HEARTBEAT_S": "2",
     }
-    assert run_tickwork("migrate", cwd=tmp_path, **values).returncode == 0
+    migrated = run_tickwork("migrate", cwd=tmp_path, **values)
+    assert migrated.returncode == 0, migrated.stderr
     return values
+
+
+@pytest.fixture
+def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
+    url = pg_db.engine.url.render_as_string(hide_password=False)
+    return suite_env(tmp_path, url, amqp_url, queue_prefix)
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
+from tests.acceptance.reliability.conftest import Figures, record, scalar, suite_env, wait_for
 from tests.acceptance.reliability.private_postgres import (  # noqa: F401 (a fixture)
     PrivatePostgres,
     private_pg,
 )
-from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+from tests.conftest import tickwork_command, tickwork_env
 
 DOWN_S = 5.0
 
@@ -37,23 +37,7 @@ def env(
 ) -> dict[str, str]:
     """The reliability suite's `env`, on the private PostgreSQL (it overrides conftest's,
     so `runtime` is this test process on the private database)."""
-    values = {
-        "TICKWORK_DATABASE_URL": private_pg.url,
-        "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_QUEUE_PREFIX": f"{queue_prefix}{os.urandom(3).hex()}.",
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-        "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.jobs",
-        "TICKWORK_WORKER_PROCESSES": "1",
-        "TICKWORK_WORKER_THREADS": "4",
-        "TICKWORK_WORKER_SHUTDOWN_TIMEOUT_S": "20",
-        "TICKWORK_METRICS_PORT": "0",
-        "TICKWORK_MIN_BACKOFF_MS": "100",
-        "TICKWORK_MAX_BACKOFF_MS": "500",
-        "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
-    }
-    migrated = run_tickwork("migrate", cwd=tmp_path, timeout=60, **values)
-    assert migrated.returncode == 0, migrated.stderr
-    return values
+    return suite_env(tmp_path, private_pg.url, amqp_url, queue_prefix)
 
 
 @pytest.fixture
