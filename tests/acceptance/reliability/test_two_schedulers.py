@@ -73,19 +73,28 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
     started = time.monotonic()
     # when both publish every minute of the simulated day, the clock moving on only once
     # the minute is dispatched (as a real minute would be long over),
+    # (each publisher is one long-lived thread: Dramatiq keeps a connection per thread)
+    start_minute, minute_sent = threading.Barrier(3), threading.Barrier(3)
+    failures: list[BaseException] = []
+
+    def publisher(rt: Any) -> None:
+        for m in range(minutes):
+            start_minute.wait()  # the same minute from both, at the same moment
+            try:
+                at = DAY_START + dt.timedelta(minutes=m)
+                rt.broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=at.isoformat())
+            except BaseException as exc:
+                failures.append(exc)
+            minute_sent.wait()
+
+    threads = [threading.Thread(target=publisher, args=(rt,), daemon=True) for rt in publishers]
+    for t in threads:
+        t.start()
     for m in range(minutes):
         minute = DAY_START + dt.timedelta(minutes=m)
-        barrier = threading.Barrier(2)
-
-        def publish(rt: Any, at: dt.datetime = minute, gate: threading.Barrier = barrier) -> None:
-            gate.wait()  # the same minute from both, at the same time
-            rt.broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=at.isoformat())
-
-        threads = [threading.Thread(target=publish, args=(rt,)) for rt in publishers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        start_minute.wait()
+        minute_sent.wait()
+        assert not failures, failures
         done = minute + dt.timedelta(seconds=59)
         wait_for(
             lambda d=done: (
@@ -94,6 +103,8 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
             60,
             f"minute {minute:%H:%M} dispatched",
         )
+    for t in threads:
+        t.join(10)
     # then, once the runs are done, every expected slot has exactly one run record,
     wait_for(
         lambda: (
