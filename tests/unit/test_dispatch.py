@@ -66,6 +66,10 @@ def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
     system: Embedded, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a run executing on a worker thread (its heartbeat fresh),
+    from workers.metrics.job_metrics import job_metrics
+
+    deferred = job_metrics().deferred.labels(job="t_slow")
+    deferred_before = deferred._value.get()
     minute = floor_minute(utcnow())
     dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_slow"))
     deadline = time.monotonic() + 20
@@ -80,6 +84,7 @@ def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
     # then the second delivery does not start the job: it is put back for later, loudly,
     assert tj.calls == ["t_slow"]
     assert f"run {run.id} delivered again while it is still running" in caplog.text
+    assert deferred._value.get() == deferred_before + 1  # and counted for dashboards
     # and the first delivery still records its outcome (the deferral did not close it).
     tj.release_slow.set()
     system.drain()

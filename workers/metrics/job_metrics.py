@@ -46,6 +46,7 @@ class JobMetrics:
     last_run: Gauge
     last_success: Gauge
     skipped: Counter
+    deferred: Counter
 
     def record_finished(self, run: JobRun) -> None:
         """``on_finished`` hook: one finished run (succeeded, failed, skipped, canceled)."""
@@ -146,8 +147,20 @@ def job_metrics() -> JobMetrics:
                     "by='overlap' (the previous run was still going).",
                     ["job", "by"],
                 ),
+                deferred=Counter(
+                    "tickwork_job_deliveries_deferred_total",
+                    "Second deliveries of a run that was still executing (broker restart, or "
+                    "RabbitMQ's consumer_timeout shorter than the job), deferred, not run.",
+                    ["job"],
+                ),
             )
         return _metrics
+
+
+def count_deferred_delivery(job: str) -> None:
+    """Count a deferred duplicate delivery, in processes whose job metrics are set up."""
+    if _metrics is not None:
+        _metrics.deferred.labels(job=job).inc()
 
 
 def install_job_metrics(db: Database) -> JobMetrics:
@@ -164,6 +177,7 @@ def install_job_metrics(db: Database) -> JobMetrics:
             metrics.runs.labels(job=name, status=status)
         for by in ("job", "overlap"):
             metrics.skipped.labels(job=name, by=by)
+        metrics.deferred.labels(job=name)
         metrics.records.labels(job=name)
     try:
         metrics.seed(db)

@@ -175,6 +175,9 @@ class RunRecordMiddleware(Middleware):
             busy.heartbeat_age_s,
             delay_ms // 1000,
         )
+        from workers.metrics.job_metrics import count_deferred_delivery
+
+        count_deferred_delivery(message.actor_name)
         broker.enqueue(message.copy(), delay=delay_ms)
         raise SkipMessage(f"run {busy.run_id} is still running on {busy.worker}")
 
