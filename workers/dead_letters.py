@@ -18,7 +18,6 @@ import uuid
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
-from dramatiq.message import Message
 
 from schema.messaging import DeadLetter
 
@@ -214,7 +213,7 @@ class _Remember:
 __all__ = [
     "DeadLetteringConsumer",
     "DeadLetteringRabbitmqBroker",
-    "Message",
     "record_dead_letter",
+    "storable",
     "why_malformed",
 ]
