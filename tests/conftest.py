@@ -67,7 +67,14 @@ def service_unavailable(what: str) -> None:
     pytest.skip(message)
 
 
-def _port_open(host: str, port: int) -> bool:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
             return True
@@ -81,7 +88,7 @@ def pg_url() -> Iterator[str]:
     """URL of a fresh database for this test session (dropped at the end)."""
     import psycopg
 
-    if not _port_open("127.0.0.1", 5432):
+    if not port_open("127.0.0.1", 5432):
         service_unavailable("PostgreSQL at 127.0.0.1:5432")
     name = f"tickwork_test_{SESSION_ID}"
     admin = PG_ADMIN_URL
@@ -116,7 +123,7 @@ def pg_db(pg_url: str) -> Iterator[Any]:
 # --- RabbitMQ ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
-    if not _port_open("127.0.0.1", 5672):
+    if not port_open("127.0.0.1", 5672):
         service_unavailable("RabbitMQ at 127.0.0.1:5672")
     return AMQP_URL
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,18 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, REPO_ROOT, run_tickwork, tickwork_command, tickwork_env
+from tests.conftest import (
+    IN_CI,
+    REPO_ROOT,
+    free_port,
+    run_tickwork,
+    tickwork_command,
+    tickwork_env,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # The screenshot in the docs is refreshed with TICKWORK_TEST_SCREENSHOTS=1.
 SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page.png"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def running(tmp_path: Path) -> Iterator[tuple[str, str]]:
         if IN_CI:
             pytest.fail("chromium is not installed, and CI=true (.ci/apt-packages.txt lists it)")
         pytest.skip("chromium is not installed")
-    port = _free_port()
+    port = free_port()
     env = {"TICKWORK_API_PORT": str(port)}
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     created = run_tickwork("api-token", "create", "browser test", cwd=tmp_path, **env)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     FERNET_KEY,
+    free_port,
     run_tickwork,
     service_unavailable,
     tickwork_command,
@@ -58,13 +58,6 @@ LISTED = {
     "tickwork_queue_delayed_messages",
     "tickwork_queue_dead_letters",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

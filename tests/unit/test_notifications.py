@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -16,7 +15,7 @@ from dramatiq import Worker
 from schema import migrate
 from schema.base import utcnow
 from schema.engine import Database
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 from tests.unit import scheduler_jobs as tj
 from workers.app import build_runtime
 from workers.scheduler import control
@@ -32,15 +31,9 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), _free_port()
+    inbox, port = Inbox(), free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     yield inbox, port

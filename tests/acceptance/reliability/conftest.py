@@ -100,14 +100,22 @@ def runtime(env: dict[str, str]) -> Iterator[Any]:
     rt.db.dispose()
 
 
-@pytest.fixture
-def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+ProcessStarter = Callable[..., subprocess.Popen[str]]
 
-    def start() -> subprocess.Popen[str]:
-        log = tmp_path / f"worker-{len(started)}.log"  # read it when a test fails
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[ProcessStarter]:
+    """``start(command, env)``: a `tickwork <command>` process in its own process group,
+    its output in ``tmp_path/<command>-<n>.log`` (read it when a test fails); killed at
+    the end of the test."""
+    started: list[subprocess.Popen[str]] = []
+    counts: dict[str, int] = {}
+
+    def start(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        n = counts[command] = counts.get(command, -1) + 1
+        log = tmp_path / f"{command}-{n}.log"
         proc = subprocess.Popen(
-            tickwork_command("worker"),
+            tickwork_command(command),
             cwd=tmp_path,
             env=tickwork_env(**env),
             stdout=log.open("w"),
@@ -123,6 +131,14 @@ def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], subpro
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+
+
+@pytest.fixture
+def workers(
+    start_process: ProcessStarter, env: dict[str, str]
+) -> Callable[[], subprocess.Popen[str]]:
+    """Start `tickwork worker` processes on the suite's ``env``."""
+    return lambda: start_process("worker", env)
 
 
 def kill9(proc: subprocess.Popen[str]) -> None:

@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import service_unavailable
+from tests.conftest import free_port, service_unavailable
 
 DATABASE = "tickwork"
 
@@ -46,12 +45,6 @@ def _bin_dir() -> Path | None:
     return max(candidates, key=version)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivatePostgres:
     """One PostgreSQL cluster of this test: `.url`, `.stop()`, `.start()`, `.restart()`."""
 
@@ -60,7 +53,7 @@ class PrivatePostgres:
         self.dir = Path(tempfile.mkdtemp(prefix="tickwork-pg-", dir="/tmp"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
         self._user: str | None = None
         if os.geteuid() == 0:

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import service_unavailable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import free_port, port_open, service_unavailable
 
 
 class PrivateRabbitMQ:
@@ -100,17 +89,9 @@ class PrivateRabbitMQ:
             if pid_file.exists():
                 subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=False)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _port_open(self.port):
+        while time.monotonic() < deadline and port_open("127.0.0.1", self.port):
             time.sleep(0.2)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def start_private_rabbitmq(advanced_config: str = "[]") -> PrivateRabbitMQ:
@@ -123,10 +104,3 @@ def start_private_rabbitmq(advanced_config: str = "[]") -> PrivateRabbitMQ:
         node.stop()
         service_unavailable(f"a private RabbitMQ node ({exc})")
     return node
-
-
-@pytest.fixture
-def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
-    node = start_private_rabbitmq()
-    yield node
-    node.stop()

@@ -7,19 +7,20 @@ tests/unit/test_dispatch.py covers)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
+from tests.acceptance.reliability.conftest import (
+    Figures,
+    ProcessStarter,
+    record,
+    scalar,
+    wait_for,
+)
 from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ, start_private_rabbitmq
-from tests.conftest import tickwork_command, tickwork_env
 
 
 @pytest.fixture
@@ -40,32 +41,6 @@ def broker_env(env: dict[str, str], rabbit: PrivateRabbitMQ) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def processes(tmp_path: Path, broker_env: dict[str, str]) -> Iterator[dict[str, Any]]:
-    started: dict[str, Any] = {}
-
-    def start(name: str, *command: str) -> subprocess.Popen[str]:
-        log = (tmp_path / f"{name}.log").open("w")
-        proc = subprocess.Popen(
-            tickwork_command(*command),
-            cwd=tmp_path,
-            env=tickwork_env(**broker_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        started[name] = proc
-        return proc
-
-    started["start"] = start
-    yield started
-    for name, proc in started.items():
-        if name != "start" and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-
-
 def _executions(marker: Path) -> list[str]:
     return [line.split()[0] for line in marker.read_text().splitlines()] if marker.exists() else []
 
@@ -78,7 +53,7 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
     tmp_path: Path,
     rabbit: PrivateRabbitMQ,
     broker_env: dict[str, str],
-    processes: dict[str, Any],
+    start_process: ProcessStarter,
     soak: bool,
 ) -> None:
     from tickwork.settings import load_settings
@@ -90,8 +65,8 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
     # Given a worker and the scheduler on the broker, and persistent messages: many short
     # jobs and a few long ones that will be running when the broker goes away (their
     # redelivery must not run them twice),
-    worker = processes["start"]("worker", "worker")
-    scheduler = processes["start"]("scheduler", "scheduler")
+    worker = start_process("worker", broker_env)
+    scheduler = start_process("scheduler", broker_env)
     actor = runtime.broker.get_actor("rel_work")
     # and the outage timed to span a minute boundary, so one tick cannot be published,
     if _seconds_to_next_minute() < 14:
@@ -176,5 +151,5 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
     assert duplicated == 0 and stuck == 0
     assert all_slots == distinct_slots
     assert slots >= 1, "the minute whose tick fell in the outage was never dispatched"
-    log = (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker-0.log").read_text()
     assert "delivered again while it is still running" in log, "long jobs not redelivered?"

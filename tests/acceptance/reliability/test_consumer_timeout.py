@@ -11,16 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
-from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ, start_private_rabbitmq
-from tests.acceptance.reliability.test_broker_restart import (  # noqa: F401  (fixtures)
-    broker_env,
-    processes,
+from tests.acceptance.reliability.conftest import (
+    Figures,
+    ProcessStarter,
+    record,
+    scalar,
+    wait_for,
 )
+from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ, start_private_rabbitmq
+from tests.acceptance.reliability.test_broker_restart import broker_env  # noqa: F401
 
 TIMEOUT_MS = 3_000
 
@@ -49,7 +51,7 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
     tmp_path: Path,
     rabbit: PrivateRabbitMQ,
     broker_env: dict[str, str],  # noqa: F811
-    processes: dict[str, Any],  # noqa: F811
+    start_process: ProcessStarter,
 ) -> None:
     from tickwork.settings import load_settings
     from workers.app import build_runtime
@@ -58,7 +60,7 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
     marker, busy = tmp_path / "long", tmp_path / "short"
     # Given a worker running a job far longer than the broker's consumer_timeout, while
     # other work flows on the same channel,
-    worker = processes["start"]("worker", "worker")
+    worker = start_process("worker", broker_env)
     actor = runtime.broker.get_actor("rel_work")
     long_job = actor.send(seconds=12.0, marker=str(marker))
     wait_for(lambda: len(_executions(marker)) == 1, 60, "long job started")
@@ -66,10 +68,10 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
     for _ in range(60):
         actor.send(seconds=0.2, marker=str(busy))
         time.sleep(0.25)
-        if "delivered again" in (tmp_path / "worker.log").read_text():
+        if "delivered again" in (tmp_path / "worker-0.log").read_text():
             break
     # when the broker times the delivery out and hands the message back,
-    log = (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker-0.log").read_text()
     # then the worker notices the second delivery while the run is alive, says why,
     assert "delivered again while it is still running" in log, log[-3000:]
     # and the run completes once; the job never started a second time.

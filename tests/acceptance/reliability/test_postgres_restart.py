@@ -7,11 +7,9 @@ the shared one on 127.0.0.1:5432 is never stopped. RabbitMQ is the shared one.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from tests.acceptance.reliability.private_postgres import (  # noqa: F401 (a fix
     PrivatePostgres,
     private_pg,
 )
-from tests.conftest import tickwork_command, tickwork_env
 
 DOWN_S = 5.0
 
@@ -38,25 +35,6 @@ def env(
     """The reliability suite's `env`, on the private PostgreSQL (it overrides conftest's,
     so `runtime` is this test process on the private database)."""
     return suite_env(tmp_path, private_pg.url, amqp_url, queue_prefix)
-
-
-@pytest.fixture
-def worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """One `tickwork worker`, its output in tmp_path/worker.log (read on failure)."""
-    with (tmp_path / "worker.log").open("w") as log:
-        proc = subprocess.Popen(
-            tickwork_command("worker"),
-            cwd=tmp_path,
-            env=tickwork_env(**env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
 
 
 def _wait(
@@ -85,7 +63,7 @@ def _executions(marker: Path) -> int:
 
 
 def _log_tail(tmp_path: Path, chars: int = 4000) -> str:
-    log = tmp_path / "worker.log"
+    log = tmp_path / "worker-0.log"  # the suite's `workers` fixture writes it
     return log.read_text()[-chars:] if log.exists() else ""
 
 
@@ -93,9 +71,10 @@ def test_postgres_restart_under_load_loses_no_run(
     tmp_path: Path,
     runtime: Any,
     private_pg: PrivatePostgres,  # noqa: F811
-    worker: subprocess.Popen[str],
+    workers: Callable[[], subprocess.Popen[str]],
     soak: bool,
 ) -> None:
+    worker = workers()
     total = 2000 if soak else 300
     seconds = 0.05 if soak else 0.12  # ~10 s of work for 4 threads in the short version
     marker = tmp_path / "executions"
