@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The test command from the README: installs everything the suite needs, then runs it.
+# The test command from the README: installs everything the suite needs, exactly as locked
+# in requirements/test.txt, into ./.venv, then runs pytest there.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/unit -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages some tests drive for real (promtool, chromium, kubectl, ...).
-packages=$(grep -vE '^\s*(#|$)' .ci/apt-packages.txt || true)
+packages=$(sed 's/#.*//' .ci/apt-packages.txt | xargs)
 missing=""
 for p in $packages; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -22,5 +23,6 @@ if [ -n "$missing" ]; then
   fi
 fi
 
-python -m pip install -q -e '.[test]'
-exec python -m pytest "$@"
+bash scripts/install.sh test
+export PATH="$PWD/.venv/bin:$PATH"
+exec .venv/bin/python -m pytest "$@"

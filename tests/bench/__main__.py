@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = wanted - set(PARTS)
     if unknown:
         parser.error(f"--only: unknown part {sorted(unknown)[0]!r} (known: {', '.join(PARTS)})")
+    if "anchors" in wanted:
+        try:
+            anchors.anchor_dir()
+        except FileNotFoundError as exc:
+            print(f"error: {exc} (or leave them out: --only without anchors)", file=sys.stderr)
+            return 2
     results = Results()
     n, rounds = args.messages, args.rounds
     started = time.monotonic()

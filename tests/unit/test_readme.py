@@ -20,7 +20,16 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_run_command_is_the_embedded_mode() -> None:
-    assert "pip install -e . && tickwork run" in _commands()
+    quick_start = _commands()[0]
+    assert quick_start.startswith("git clone ")
+    assert quick_start.rstrip().endswith("pip install -e . && tickwork run")
+
+
+def test_files_named_in_the_ci_package_list_exist() -> None:
+    named = re.findall(r"(?:scripts|\.ci)/[\w./-]+", (REPO / ".ci/apt-packages.txt").read_text())
+    assert named, "the package list says who installs it"
+    for path in named:
+        assert (REPO / path).exists(), f".ci/apt-packages.txt names {path}, which does not exist"
 
 
 def test_configuration_table_matches_the_settings() -> None:
