@@ -59,3 +59,9 @@ def test_the_test_command_installs_from_the_lock() -> None:
     script = (ROOT / "scripts" / "install.sh").read_text()
     assert "--require-hashes" in script and "requirements/$set_name.txt" in script
     assert "bash scripts/install.sh test" in (ROOT / "scripts" / "test.sh").read_text()
+
+
+def test_the_locked_uv_is_the_one_the_scripts_pin() -> None:
+    pinned_in_script = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "scripts/uv.sh").read_text(), re.M)
+    assert pinned_in_script, "scripts/uv.sh pins uv"
+    assert pinned("test.txt")["uv"] == Version(pinned_in_script.group(1))
