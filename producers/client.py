@@ -19,7 +19,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import exists, func, select, text, update
 
-from producers.contracts import (
+from tickwork.contracts import (
     RUN_FLOWS,
     Contract,
     CreateScratchOrg,
@@ -30,7 +30,7 @@ from producers.contracts import (
     actor_for,
     encode,
 )
-from producers.events import emit
+from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import Plan, PreflightCheck, Step
 from schema.engine import Database

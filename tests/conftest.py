@@ -135,7 +135,7 @@ def queue_prefix(amqp_url: str) -> Iterator[str]:
 
     prefix = f"t{SESSION_ID}{uuid.uuid4().hex[:6]}."
     yield prefix
-    from workers import queues
+    from tickwork import queues
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
@@ -205,7 +205,7 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
 # --- real processes (acceptance) ------------------------------------------------
 def tickwork_command(*args: str) -> list[str]:
     """Run this checkout's CLI (not whatever `tickwork` is first on PATH)."""
-    return [sys.executable, "-m", "producers.cli.main", *args]
+    return [sys.executable, "-m", "admin.cli.main", *args]
 
 
 def tickwork_env(**settings: str) -> dict[str, str]:

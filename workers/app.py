@@ -61,7 +61,7 @@ def setup() -> None:
     """Entry point for ``dramatiq workers.app:setup`` (each worker process calls it)."""
     import logging
 
-    from producers.checks import check_registered_schedules
+    from admin.checks import check_registered_schedules
 
     settings = load_settings()
     logging.getLogger("pika").setLevel(logging.WARNING)

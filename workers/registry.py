@@ -19,7 +19,7 @@ import dramatiq
 
 from tickwork.errors import ConfigError, UnknownJobError
 from tickwork.settings import Settings
-from workers import queues
+from tickwork import queues
 from workers.context import JobResult, RunContext, current_run
 
 JobFn = Callable[..., "JobResult | int | None"]

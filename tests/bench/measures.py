@@ -87,7 +87,7 @@ def bench_env() -> Iterator[BenchEnv]:
 def _delete_queues(env: BenchEnv) -> None:
     import pika
 
-    from workers import queues
+    from tickwork import queues
 
     connection = pika.BlockingConnection(pika.URLParameters(env.amqp_url))
     channel = connection.channel()
@@ -120,7 +120,7 @@ def workers(env: BenchEnv, processes: int, threads: int = 8) -> Iterator[subproc
         [
             sys.executable,
             "-m",
-            "producers.cli.main",
+            "admin.cli.main",
             "worker",
             "--processes",
             str(processes),
@@ -191,7 +191,7 @@ def measure_enqueue(results: Results, env: BenchEnv, n: int) -> None:
 def _purge(env: BenchEnv) -> None:
     import pika
 
-    from workers import queues
+    from tickwork import queues
 
     connection = pika.BlockingConnection(pika.URLParameters(env.amqp_url))
     channel = connection.channel()
@@ -256,7 +256,7 @@ def measure_dispatcher(results: Results, count: int) -> None:
 
     from workers import registry
     from workers.app import build_runtime
-    from workers.scheduler import schedules
+    from tickwork import schedules
     from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute
 
     def noop(ctx: Any) -> None:
@@ -300,7 +300,7 @@ def measure_client_publish(results: Results, env: BenchEnv, n: int) -> None:
     """The producers client (validated contract + send), with publisher confirms on (the
     default: a message is on the broker when send returns) and off (like the reference)."""
     from producers.client import publish
-    from producers.contracts import EnqueueInstallJob
+    from tickwork.contracts import EnqueueInstallJob
 
     for confirm in (False, True):
         with runtime_with(env, TICKWORK_BROKER_CONFIRM_DELIVERY=str(confirm)) as rt:

@@ -26,7 +26,7 @@ from tickwork.settings import load_settings
 from workers import registry
 from workers.app import build_runtime
 from workers.context import RunContext
-from workers.scheduler import schedules
+from tickwork import schedules
 from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute, insert_run
 from workers.scheduler.publish import publish_run
 

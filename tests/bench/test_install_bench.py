@@ -19,7 +19,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import func, insert, select
 
 from producers.client import publish
-from producers.contracts import EnqueueInstallJob
+from tickwork.contracts import EnqueueInstallJob
 from schema.installs import Job
 from tests.conftest import FERNET_KEY
 from tests.install_data import make_plan, make_user

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from producers.events import RabbitEvents, StatusEvent
+from tickwork.events import RabbitEvents, StatusEvent
 from tests.integration.test_installs_e2e import EventTap
 
 

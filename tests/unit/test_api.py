@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from producers.api import create_app
-from producers.api.auth import create_token
+from admin.api import create_app
+from admin.api.auth import create_token
 from schema.identity import ApiToken
 from schema.messaging import DeadLetter
 from schema.scheduling import ScheduledJobConfig

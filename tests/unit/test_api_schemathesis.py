@@ -21,8 +21,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from producers.api import create_app
-from producers.api.auth import create_token
+from admin.api import create_app
+from admin.api.auth import create_token
 from tests.conftest import Embedded
 
 CHECKS = [

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from producers.api.auth import TOKEN_PREFIX, check_token
-from producers.cli import api_tokens
-from producers.cli.main import app
+from admin.api.auth import TOKEN_PREFIX, check_token
+from admin.cli import api_tokens
+from admin.cli.main import app
 from schema.identity import ApiToken
 from tests.conftest import Embedded
 

@@ -144,7 +144,7 @@ def test_overlap_allow_runs_both(system: Embedded) -> None:
 
 
 def test_precheck_skip_is_recorded_as_last_skipped(system: Embedded) -> None:
-    from producers.job_status import job_statuses
+    from admin.job_status import job_statuses
 
     dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_precheck"))
     system.drain()

@@ -6,7 +6,7 @@ import pytest
 from dramatiq import Message
 from sqlalchemy import select
 
-from producers import contracts
+from tickwork import contracts
 from producers.client import publish
 from schema.messaging import DeadLetter
 from tests.conftest import Embedded

@@ -10,8 +10,8 @@ import pytest
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from producers.contracts import RunFlows
-from producers.events import StatusEvent, local_events
+from tickwork.contracts import RunFlows
+from tickwork.events import StatusEvent, local_events
 from schema import migrate
 from schema.engine import Database
 from schema.installs import Job, JobStepResult

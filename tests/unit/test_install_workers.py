@@ -9,8 +9,8 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
 from producers.client import InstallClient, publish
-from producers.contracts import Preflight, UpdateAllTranslations
-from producers.events import StatusEvent, local_events
+from tickwork.contracts import Preflight, UpdateAllTranslations
+from tickwork.events import StatusEvent, local_events
 from schema.base import utcnow
 from schema.catalog import Plan, Product, Step, Translation
 from schema.installs import Job, PreflightResult

@@ -27,7 +27,7 @@ from tests.promql import (
 )
 from workers.metrics.exposition import render_metrics
 from workers.scheduler import control
-from workers.scheduler.loop import send_tick
+from producers.ticker import send_tick
 
 
 def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:

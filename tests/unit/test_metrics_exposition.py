@@ -18,7 +18,7 @@ def names(body: bytes) -> set[str]:
 
 def test_render_metrics_serves_process_metrics_and_collectors(embedded: Embedded) -> None:
     # Given the embedded system after a tick,
-    from workers.scheduler.loop import send_tick
+    from producers.ticker import send_tick
 
     send_tick(embedded.broker)
     embedded.drain()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickwork.errors import ScheduleError
-from workers.scheduler.schedules import Schedule, parse_interval, parse_schedule
+from tickwork.schedules import Schedule, parse_interval, parse_schedule
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 24, 10, 7, 13, tzinfo=UTC)

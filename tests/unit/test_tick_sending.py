@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workers.scheduler.loop import send_tick_patiently
+from producers.ticker import send_tick_patiently
 
 
 class FlakyActor:

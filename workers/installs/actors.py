@@ -16,10 +16,10 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy.exc import OperationalError
 
-from producers import contracts
+from tickwork import contracts
 from tickwork.errors import ValidationError
 from tickwork.settings import Settings
-from workers import queues
+from tickwork import queues
 from workers.installs.backend import OrgBackend, is_transient, load_backend
 from workers.middleware.contracts import ContractMiddleware
 from workers.runtime import Runtime, get_runtime

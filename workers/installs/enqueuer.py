@@ -18,7 +18,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import select, text, tuple_, update
 
-from producers.contracts import RUN_FLOWS, RunFlows, encode
+from tickwork.contracts import RUN_FLOWS, RunFlows, encode
 from schema.base import utcnow
 from schema.engine import Database
 from schema.installs import Job, PreflightResult

@@ -17,8 +17,8 @@ from typing import Any
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select, update
 
-from producers.contracts import Preflight
-from producers.events import emit
+from tickwork.contracts import Preflight
+from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import PreflightCheck
 from schema.engine import Database

@@ -20,8 +20,8 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from producers.contracts import RunFlows
-from producers.events import emit
+from tickwork.contracts import RunFlows
+from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import Step
 from schema.engine import Database

@@ -19,8 +19,8 @@ import dramatiq
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from producers.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
-from producers.events import emit
+from tickwork.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
+from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import Step
 from schema.engine import Database

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from schema.installs import Job
-from workers import queues
+from tickwork import queues
 from workers.context import JobResult, RunContext
 from workers.registry import job
 

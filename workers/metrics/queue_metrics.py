@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from tickwork.settings import Settings
-from workers import queues
+from tickwork import queues
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric

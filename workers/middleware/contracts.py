@@ -14,7 +14,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from producers.contracts import CONTRACTS, decode
+from tickwork.contracts import CONTRACTS, decode
 from schema.messaging import DeadLetter
 from tickwork.errors import ValidationError
 from workers.runtime import Runtime

@@ -13,7 +13,7 @@ from periodiq import cron
 
 from schema.base import utcnow
 from tickwork.settings import Settings
-from workers import queues
+from tickwork import queues
 from workers.runtime import get_runtime
 from workers.scheduler.dispatcher import DispatchReport, dispatch
 

@@ -20,7 +20,7 @@ from workers.registry import all_jobs, get_job
 from workers.scheduler.dispatcher import floor_minute, insert_run, lock_state
 from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run
-from workers.scheduler.schedules import parse_interval, parse_times
+from tickwork.schedules import parse_interval, parse_times
 
 
 def trigger(db: Database, broker: dramatiq.Broker, job_name: str) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from schema.scheduling import ScheduledJobConfig
 from workers.registry import JobSpec
-from workers.scheduler.schedules import (
+from tickwork.schedules import (
     DailyTimesSchedule,
     IntervalSchedule,
     Schedule,

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
-from producers.cli import api_tokens as api_tokens_cli
-from producers.cli import common
-from producers.cli import jobs as jobs_cli
-from producers.cli.main import app
+from admin.cli import api_tokens as api_tokens_cli
+from admin.cli import common
+from admin.cli import jobs as jobs_cli
+from admin.cli.main import app
 from schema import Base
 from schema.engine import Database
 from tests.acceptance.reliability.conftest import Figures, record

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tickwork.errors import ConfigError, ScheduleError
 from tickwork.settings import Settings, load_settings
-from workers.scheduler.schedules import parse_schedule
+from tickwork.schedules import parse_schedule
 
 _FIELDS = sorted(Settings.model_fields)
 

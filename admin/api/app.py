@@ -1,7 +1,7 @@
 """The admin API: jobs, runs, controls, hold/release, dead letters, health, metrics, and
 the web page. Every ``/api`` route needs ``Authorization: Bearer <token>``.
 
-It reuses what the CLI uses (producers/job_status.py, workers/scheduler/control.py), so
+It reuses what the CLI uses (admin/job_status.py, workers/scheduler/control.py), so
 the page, the API and ``tickwork jobs`` can never disagree.
 """
 
@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 
-from producers.api import auth, dead_letters, models
-from producers.job_status import job_statuses, run_history
+from admin.api import auth, dead_letters, models
+from admin.job_status import job_statuses, run_history
 from schema.engine import Database
 from schema.scheduling import SchedulerState
 from tickwork.errors import ScheduleError, UnknownJobError, ValidationError

@@ -1,5 +1,5 @@
 """The admin HTTP API (FastAPI) and the web page it serves: ``create_app``."""
 
-from producers.api.app import create_app
+from admin.api.app import create_app
 
 __all__ = ["create_app"]

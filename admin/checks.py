@@ -16,7 +16,7 @@ def check_registered_schedules(settings: Settings) -> None:
     from workers.registry import all_jobs, import_job_modules
 
     import_job_modules(settings)
-    from workers.scheduler.schedules import parse_schedule
+    from tickwork.schedules import parse_schedule
 
     for spec in all_jobs().values():
         if spec.schedule is None:

@@ -15,11 +15,11 @@ from typing import Annotated
 
 import typer
 
-from producers.cli import api_tokens as api_tokens_cli
-from producers.cli import jobs as jobs_cli
-from producers.cli import probe as probe_cli
-from producers.cli import schedule as schedule_cli
-from producers.cli.common import fail, handles_errors, set_overrides, settings, setup_logging
+from admin.cli import api_tokens as api_tokens_cli
+from admin.cli import jobs as jobs_cli
+from admin.cli import probe as probe_cli
+from admin.cli import schedule as schedule_cli
+from admin.cli.common import fail, handles_errors, set_overrides, settings, setup_logging
 from tickwork.errors import ConfigError
 
 app = typer.Typer(
@@ -78,7 +78,7 @@ def migrate() -> None:
 @handles_errors
 def check() -> None:
     """Check settings, database (reachable, at head), broker, and job schedules."""
-    from producers.checks import run_checks
+    from admin.checks import run_checks
 
     ok = run_checks(settings(), typer.echo)
     raise typer.Exit(0 if ok else 1)
@@ -103,7 +103,7 @@ def run(
 
     Ctrl-C stops cleanly: no new messages are taken, running jobs finish.
     """
-    from producers.embedded import EmbeddedSystem
+    from admin.embedded import EmbeddedSystem
 
     config = settings()
     if threads is not None:
@@ -150,7 +150,7 @@ def worker(
             "TICKWORK_BROKER_URL: `tickwork worker` needs RabbitMQ (amqp://...); "
             "use `tickwork run` for the embedded mode"
         )
-    from workers import queues as queue_names
+    from tickwork import queues as queue_names
 
     wanted = [q.strip() for q in (queues or ",".join(queue_names.ALL)).split(",") if q.strip()]
     unknown = [q for q in wanted if q not in queue_names.ALL]
@@ -212,9 +212,9 @@ def scheduler() -> None:
 
     time.tzset()
     setup_logging(config.log_level)
-    from producers.checks import check_registered_schedules
+    from admin.checks import check_registered_schedules
     from workers.app import build_runtime
-    from workers.scheduler.loop import run_periodiq
+    from producers.ticker import run_periodiq
 
     check_registered_schedules(config)
     runtime = build_runtime(config)
@@ -255,7 +255,7 @@ def api(
     """Serve the admin API and web page (uvicorn)."""
     import uvicorn
 
-    from producers.api import create_app
+    from admin.api import create_app
     from workers.app import build_runtime
 
     config = settings()
@@ -267,7 +267,7 @@ def api(
 
 def _export(config_overrides: bool) -> None:
     """Make CLI overrides visible to child processes (Dramatiq forks workers)."""
-    from producers.cli.common import _overrides
+    from admin.cli.common import _overrides
 
     for key, value in _overrides.items():
         os.environ[f"TICKWORK_{key.upper()}"] = str(value)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from producers.cli.common import fail, handles_errors, settings
+from admin.cli.common import fail, handles_errors, settings
 from schema.engine import Database
 
 app = typer.Typer(help="Admin API tokens (shown once, stored hashed).", no_args_is_help=True)
@@ -20,7 +20,7 @@ def _db() -> Database:
 @handles_errors
 def create(name: Annotated[str, typer.Argument(help="What the token is for.")]) -> None:
     """Create a token and print it once."""
-    from producers.api.auth import create_token
+    from admin.api.auth import create_token
 
     try:
         new = create_token(_db(), name)
@@ -34,7 +34,7 @@ def create(name: Annotated[str, typer.Argument(help="What the token is for.")]) 
 @handles_errors
 def list_tokens() -> None:
     """Tokens: id, name, prefix, created, last used."""
-    from producers.api.auth import list_tokens as rows
+    from admin.api.auth import list_tokens as rows
 
     for token in rows(_db()):
         used = token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else "never"
@@ -52,7 +52,7 @@ def revoke(
     ],
 ) -> None:
     """Delete a token: requests with it are refused from now on."""
-    from producers.api.auth import revoke_token
+    from admin.api.auth import revoke_token
 
     if not revoke_token(_db(), token_id):
         raise fail(f"no token with id {token_id}", 1)

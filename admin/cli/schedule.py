@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from producers.cli.common import handles_errors
+from admin.cli.common import handles_errors
 from tickwork.errors import ScheduleError
 
 app = typer.Typer(help="Understand schedule expressions.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def explain(
     format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Say a schedule in words and list its next fire times."""
-    from workers.scheduler.schedules import parse_schedule
+    from tickwork.schedules import parse_schedule
 
     if format not in ("text", "json"):
         raise ScheduleError(f"--format must be text or json, not {format!r}")

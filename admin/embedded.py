@@ -17,20 +17,20 @@ from schema import migrate
 from schema.engine import Database
 from tickwork.settings import Settings
 from workers.app import build_runtime
-from workers.scheduler.loop import EmbeddedTicker
+from producers.ticker import EmbeddedTicker
 
 logger = logging.getLogger(__name__)
 
 
 class EmbeddedSystem:
     def __init__(self, settings: Settings) -> None:
-        from producers.checks import check_registered_schedules
+        from admin.checks import check_registered_schedules
 
         check_registered_schedules(settings)
         self.settings = settings
         self.db = Database(settings)
         migrate.upgrade(self.db.engine)
-        from producers.checks import check_configured_jobs
+        from admin.checks import check_configured_jobs
 
         check_configured_jobs(self.db)
         self.runtime = build_runtime(settings, self.db)
@@ -56,7 +56,7 @@ class EmbeddedSystem:
 
         import uvicorn
 
-        from producers.api import create_app
+        from admin.api import create_app
 
         host, port = self.settings.api_host, self.settings.api_port
         try:

@@ -12,7 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from producers.cli.common import handles_errors, settings
+from admin.cli.common import handles_errors, settings
 from schema.engine import Database
 
 app = typer.Typer(help="List, inspect and control scheduled jobs.", invoke_without_command=True)
@@ -53,7 +53,7 @@ def list_jobs(
     """List every job with its schedule in words, next run, last run/success/skip."""
     if ctx.invoked_subcommand is not None:
         return
-    from producers.job_status import job_statuses
+    from admin.job_status import job_statuses
 
     statuses = job_statuses(_db())
     if format is Format.json:
@@ -119,7 +119,7 @@ def history(
     failures: Annotated[bool, typer.Option("--failures", help="Only failed runs.")] = False,
 ) -> None:
     """Show a job's recent runs."""
-    from producers.job_status import run_history
+    from admin.job_status import run_history
 
     runs = run_history(_db(), name, limit=limit, failures_only=failures)
     table = Table(title=f"runs of {name}")

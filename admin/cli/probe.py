@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from producers.cli.common import fail, handles_errors, settings
+from admin.cli.common import fail, handles_errors, settings
 
 app = typer.Typer(help="Kubernetes liveness and readiness probes.", no_args_is_help=True)
 
