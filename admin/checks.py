@@ -4,45 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from tickwork.errors import ScheduleError, TickworkError, UnknownJobError
+from schema import migrate
+from schema.engine import Database
+from tickwork.errors import TickworkError
 from tickwork.settings import Settings
-
-
-def check_registered_schedules(settings: Settings) -> None:
-    """Every declared job (built-in and ``TICKWORK_JOB_MODULES``) has a schedule that parses;
-    raises naming the job otherwise."""
-    from workers.registry import all_jobs, import_job_modules
-
-    import_job_modules(settings)
-    from tickwork.schedules import parse_schedule
-
-    for spec in all_jobs().values():
-        if spec.schedule is None:
-            continue
-        try:
-            parse_schedule(spec.schedule, spec.timezone)
-        except ScheduleError as exc:
-            raise ScheduleError(f"job {spec.name!r}: {exc}") from None
-
-
-def check_configured_jobs(db: object) -> None:
-    """Every override row in the database names a registered job."""
-    from schema.engine import Database
-    from schema.scheduling import ScheduledJobConfig
-    from workers.registry import all_jobs
-
-    assert isinstance(db, Database)
-    known = set(all_jobs())
-    with db.session() as session:
-        names = list(session.scalars(select(ScheduledJobConfig.job_name)))
-    for name in names:
-        if name not in known:
-            raise UnknownJobError(
-                f"scheduled_job_configs has settings for {name!r}, which is not a registered "
-                f"job (known: {', '.join(sorted(known))})"
-            )
+from workers.app import import_job_modules
+from workers.registry import all_jobs
+from workers.scheduler.effective import check_overrides_name_known_jobs
 
 
 def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
@@ -62,9 +32,6 @@ def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
         + ("embedded" if settings.embedded_broker else "rabbitmq")
         + (" + sqlite" if settings.is_sqlite else " + postgresql")
     )
-
-    from schema import migrate
-    from schema.engine import Database
 
     db_holder: list[Database] = []
 
@@ -98,11 +65,9 @@ def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
     report("broker", broker)
 
     def schedules() -> str:
-        from workers.registry import all_jobs
-
-        check_registered_schedules(settings)
+        import_job_modules(settings)  # @job refuses a schedule that does not parse
         if db_holder:
-            check_configured_jobs(db_holder[0])
+            check_overrides_name_known_jobs(db_holder[0], all_jobs())
         return f"{len(all_jobs())} jobs, every schedule valid"
 
     report("schedules", schedules)

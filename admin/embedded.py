@@ -13,33 +13,31 @@ from typing import Any
 
 from dramatiq import Worker
 
+from producers.ticker import EmbeddedTicker
 from schema import migrate
 from schema.engine import Database
 from tickwork.settings import Settings
-from workers.app import build_runtime
-from producers.ticker import EmbeddedTicker
+from workers.app import build_runtime, import_job_modules
+from workers.registry import all_jobs
+from workers.scheduler.effective import check_overrides_name_known_jobs
 
 logger = logging.getLogger(__name__)
 
 
 class EmbeddedSystem:
     def __init__(self, settings: Settings) -> None:
-        from admin.checks import check_registered_schedules
-
-        check_registered_schedules(settings)
+        import_job_modules(settings)  # a bad schedule stops start-up, naming the job
         self.settings = settings
         self.db = Database(settings)
         migrate.upgrade(self.db.engine)
-        from admin.checks import check_configured_jobs
-
-        check_configured_jobs(self.db)
+        check_overrides_name_known_jobs(self.db, all_jobs())
         self.runtime = build_runtime(settings, self.db)
         self.worker = Worker(
             self.runtime.broker,
             worker_threads=settings.worker_threads,
             worker_timeout=100,
         )
-        self.ticker = EmbeddedTicker(self.runtime.broker)
+        self.ticker = EmbeddedTicker(self.runtime.broker, self.runtime.settings)
         self.api_server: Any = None
         self.api_thread: Any = None
 

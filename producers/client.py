@@ -5,7 +5,7 @@ returns the new job's id or raises an :class:`InstallRuleError` subclass naming 
 rule that failed — with nothing written. Messages are validated by their contract
 before they are sent (and again when a worker receives them).
 
-    client = InstallClient.from_settings(load_settings())
+    client = InstallClient.from_settings(load_settings())   # RabbitMQ: its own sender broker
     job_id = client.create_install_job(plan_id=3, org_id="00D...", user_id=7, steps=[11, 12])
     client.cancel_job(job_id)
 """
@@ -19,27 +19,30 @@ from typing import Any
 import dramatiq
 from sqlalchemy import exists, func, select, text, update
 
+from schema.base import utcnow
+from schema.catalog import Plan, PreflightCheck, Step
+from schema.engine import Database
+from schema.identity import OAuthToken, User
+from schema.installs import (
+    JOB_CANCELED,
+    Job,
+    PreflightResult,
+    preflight_has_errors,
+    preflight_is_ready,
+)
+from schema.orgs import ScratchOrg
 from tickwork.contracts import (
-    RUN_FLOWS,
     Contract,
     CreateScratchOrg,
     DeleteScratchOrg,
     EnqueueInstallJob,
     Preflight,
     UpdateAllTranslations,
-    actor_for,
-    encode,
 )
-from tickwork.events import emit
-from schema.base import utcnow
-from schema.catalog import Plan, PreflightCheck, Step
-from schema.engine import Database
-from schema.identity import OAuthToken, User
-from schema.installs import Job, PreflightResult
-from schema.orgs import ScratchOrg
 from tickwork.errors import ServiceUnavailableError, ValidationError
+from tickwork.events import emit
+from tickwork.publish import publish, sender_broker
 from tickwork.settings import Settings
-from workers.installs.common import JOB_CANCELED
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +102,6 @@ class ScratchOrgNotFound(InstallRuleError):
     rule = "scratch_org_exists"
 
 
-def publish(broker: dramatiq.Broker, payload: Contract, delay_ms: int | None = None) -> str:
-    """Validate ``payload`` by its contract and send it; returns the message id."""
-    actor = broker.get_actor(actor_for(payload))
-    message = actor.message_with_options(kwargs=encode(payload))
-    broker.enqueue(message, delay=delay_ms)
-    return str(message.message_id)
-
-
 def queue_length(broker: dramatiq.Broker, queue_name: str) -> int:
     """Messages waiting in ``queue_name`` (ready ones; RabbitMQ counts via passive declare)."""
     from dramatiq.brokers.stub import StubBroker
@@ -124,18 +119,16 @@ class InstallClient:
         self.db = db
         self.broker = broker
         self.settings = settings
-        if RUN_FLOWS not in broker.actors:
-            from workers.installs.actors import bind_install_actors
-
-            bind_install_actors(broker, settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InstallClient:
-        """A client with its own database handle and broker (a service's process)."""
-        from workers.app import build_runtime
+        """A client with its own database handle and a sender broker (a service's process;
+        RabbitMQ only: in the embedded mode, pass the running system's broker)."""
+        return cls(Database(settings), sender_broker(settings), settings)
 
-        runtime = build_runtime(settings)
-        return cls(runtime.db, runtime.broker, settings)
+    def publish(self, payload: Contract, delay_ms: int | None = None) -> str:
+        """Send ``payload`` (a contract of the catalogue) to its actor; the message id."""
+        return publish(self.broker, self.settings, payload, delay_ms)
 
     # --- install jobs --------------------------------------------------------------
     def create_install_job(
@@ -186,7 +179,7 @@ class InstallClient:
             session.flush()
             job_id = job.id
         try:
-            publish(self.broker, EnqueueInstallJob(job_id=job_id))
+            self.publish(EnqueueInstallJob(job_id=job_id))
         except Exception:
             # Committed first on purpose: the enqueuer's minute sweep picks it up.
             logger.warning("job %s created; immediate enqueue failed", job_id, exc_info=True)
@@ -214,7 +207,7 @@ class InstallClient:
             session.flush()
             preflight_id = preflight.id
         try:
-            message_id = publish(self.broker, Preflight(preflight_id=preflight_id))
+            message_id = self.publish(Preflight(preflight_id=preflight_id))
         except Exception as exc:
             self._mark_unsent(PreflightResult, preflight_id, exc)
             raise ServiceUnavailableError(f"could not queue the preflight: {exc}") from exc
@@ -267,7 +260,7 @@ class InstallClient:
                 )
             )
         try:
-            publish(self.broker, CreateScratchOrg(scratch_org_uuid=request_uuid))
+            self.publish(CreateScratchOrg(scratch_org_uuid=request_uuid))
         except Exception as exc:
             with self.db.session() as session:
                 session.execute(
@@ -283,7 +276,7 @@ class InstallClient:
             found = session.scalar(select(exists().where(ScratchOrg.uuid == scratch_org_uuid)))
         if not found:
             raise ScratchOrgNotFound(f"scratch org {scratch_org_uuid!r} does not exist")
-        publish(self.broker, DeleteScratchOrg(scratch_org_uuid=scratch_org_uuid))
+        self.publish(DeleteScratchOrg(scratch_org_uuid=scratch_org_uuid))
 
     # --- translations -----------------------------------------------------------------
     def update_translations(self, language: str | None = None) -> str:
@@ -292,7 +285,7 @@ class InstallClient:
             payload = UpdateAllTranslations(language=language)
         except Exception:
             raise InvalidRequest(f"language: {language!r} is not a language code") from None
-        return publish(self.broker, payload)
+        return self.publish(payload)
 
     # --- helpers ------------------------------------------------------------------------
     def _lock_org(self, session: Any, org_id: str) -> None:
@@ -310,8 +303,6 @@ class InstallClient:
             raise NoTokens(f"user {user_id} has no OAuth token: they must log in to the org again")
 
     def _check_preflight(self, session: Any, plan_id: int, org_id: str, user_id: int) -> None:
-        from workers.installs.preflight import has_errors, is_ready
-
         has_checks = session.scalar(select(exists().where(PreflightCheck.plan_id == plan_id)))
         if not has_checks:
             return
@@ -327,12 +318,12 @@ class InstallClient:
         )
         if latest is None:
             raise PreflightRequired(f"plan {plan_id} has checks: run a preflight on {org_id} first")
-        if not is_ready(latest, self.settings, utcnow()):
+        if not preflight_is_ready(latest, self.settings.preflight_lifetime_minutes, utcnow()):
             if latest.status == "started":
                 why = "is still running"
             elif latest.status != "complete":
                 why = f"ended {latest.status}"
-            elif has_errors(latest.results):
+            elif preflight_has_errors(latest.results):
                 why = "found errors"
             else:
                 why = "has expired or was used"

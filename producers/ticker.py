@@ -13,31 +13,58 @@ import time
 from typing import Any
 
 import dramatiq
+from periodiq import cron
 
-from schema.base import utcnow
-from workers.scheduler.actors import TICK_ACTOR
-from workers.scheduler.dispatcher import floor_minute
+from tickwork.clock import utcnow
+from tickwork.contracts import CATALOGUE, TICK
+from tickwork.publish import catalogue_message, send
+from tickwork.schedules import floor_minute
+from tickwork.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def send_tick(broker: dramatiq.Broker) -> None:
+def send_tick(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Send the tick of the current minute."""
     minute = floor_minute(utcnow())
-    broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=minute.isoformat())
+    send(broker, catalogue_message(settings, TICK, scheduled_at=minute.isoformat()))
+
+
+def _published_not_run_here(**_: Any) -> None:
+    raise RuntimeError("the tick runs in a worker (workers.scheduler.actors), not the ticker")
+
+
+def declare_tick_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
+    """The tick as periodiq needs it: an actor with a ``periodic`` option on ``broker``.
+
+    In the scheduler process it only publishes; a broker that already has the workers'
+    tick actor (the embedded system) keeps it.
+    """
+    if TICK in broker.actors:
+        return broker.get_actor(TICK)
+    declare = dramatiq.actor(
+        actor_name=TICK,
+        queue_name=settings.queue(CATALOGUE[TICK].queue),
+        broker=broker,
+        periodic=cron("* * * * *"),
+    )
+    actor: dramatiq.Actor[Any, Any] = declare(_published_not_run_here)
+    return actor
 
 
 class EmbeddedTicker(threading.Thread):
     """Sends a tick now and at the start of every minute until stopped."""
 
-    def __init__(self, broker: dramatiq.Broker) -> None:
+    def __init__(self, broker: dramatiq.Broker, settings: Settings) -> None:
         super().__init__(name="tickwork-ticker", daemon=True)
         self.broker = broker
+        self.settings = settings
         self._stop = threading.Event()
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                send_tick(self.broker)
+                send_tick(self.broker, self.settings)
             except Exception:
                 logger.exception("could not send tick; trying again next minute")
             now = time.time()
@@ -78,7 +105,7 @@ def send_tick_patiently(actor: Any, scheduled_at: str, patience_s: float) -> boo
             pause_s = min(pause_s * 2, 8.0)
 
 
-def run_periodiq(broker: dramatiq.Broker) -> None:
+def run_periodiq(broker: dramatiq.Broker, settings: Settings) -> None:
     """Run periodiq's scheduler for the tick actor (blocks; uses SIGALRM)."""
     from periodiq import Scheduler
 
@@ -88,8 +115,8 @@ def run_periodiq(broker: dramatiq.Broker) -> None:
                 logger.info("Scheduling %s at %s.", actor, now)
                 send_tick_patiently(actor, str(now), TICK_SEND_PATIENCE_S)
 
-    actor = broker.get_actor(TICK_ACTOR)
+    actor = declare_tick_actor(broker, settings)
     scheduler = PatientScheduler(actors=[actor])
-    logger.info("periodiq scheduler started: publishing %r every minute", TICK_ACTOR)
+    logger.info("periodiq scheduler started: publishing %r every minute", TICK)
     scheduler.schedule()
     scheduler.loop()

@@ -11,6 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from schema.base import Base, created_at, intpk
 
 JOB_STATUSES = ("created", "started", "complete", "failed", "canceled")
+# What a user reads in a job's exception, exactly as MetaDeploy words it.
+JOB_CANCELED = "Job canceled."
+JOB_INTERRUPTED = "The installation job was interrupted. Please retry the installation."
 STEP_STATUSES = ("ok", "warn", "error", "skip")
 
 
@@ -80,3 +83,19 @@ class PreflightResult(Base):
     message_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[created_at] = mapped_column(index=True)
     edited_at: Mapped[dt.datetime | None]
+
+
+def preflight_has_errors(results: dict[str, Any]) -> bool:
+    """Whether any check of a preflight's results ended in ``error``."""
+    return any(r.get("status") == "error" for r in results.values() if isinstance(r, dict))
+
+
+def preflight_is_ready(preflight: PreflightResult, lifetime_minutes: int, now: dt.datetime) -> bool:
+    """Usable for an install: finished, still valid, recent, and without errors."""
+    lifetime = dt.timedelta(minutes=lifetime_minutes)
+    return (
+        preflight.status == "complete"
+        and preflight.is_valid
+        and preflight.created_at > now - lifetime
+        and not preflight_has_errors(preflight.results)
+    )

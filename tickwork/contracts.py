@@ -1,4 +1,12 @@
-"""Message contracts: one versioned, validated payload type per install actor.
+"""The message catalogue: every message tickwork sends by name, its queue and its payload.
+
+Senders (producers, the workers' own follow-up messages, the ticker) need only this
+catalogue and :mod:`tickwork.publish`, never a worker runtime: Dramatiq's RabbitMQ broker
+declares a queue when a message is first enqueued on it. Scheduled jobs are the one
+family not listed: each declared job is an actor of its own name on its job's queue,
+carrying only ``run_id``.
+
+Message contracts: one versioned, validated payload type per install actor.
 
 The same model validates a payload when a service sends it (:func:`encode`) and when
 a worker receives it (:func:`decode`), so a message that passed the client can only
@@ -12,11 +20,13 @@ read gets a new version number; workers reject versions they do not know.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickwork import queues
 from tickwork.errors import ValidationError
 
 ENQUEUE_INSTALL_JOB = "enqueue_install_job"
@@ -25,6 +35,7 @@ PREFLIGHT = "preflight"
 CREATE_SCRATCH_ORG = "create_scratch_org"
 DELETE_SCRATCH_ORG = "delete_scratch_org"
 UPDATE_ALL_TRANSLATIONS = "update_all_translations"
+TICK = "tick"  # periodiq's minute tick; no payload (its minute is the scheduled_at option)
 
 
 class Contract(BaseModel):
@@ -61,13 +72,30 @@ class UpdateAllTranslations(Contract):
     language: str | None = Field(None, min_length=1, max_length=16, pattern=r"^[A-Za-z_-]+$")
 
 
+@dataclass(frozen=True)
+class MessageType:
+    """One entry of the catalogue: who reads the message, where, and what it carries."""
+
+    actor_name: str
+    queue: str  # logical queue (tickwork.queues); the real name gets the queue prefix
+    payload: type[Contract] | None  # None: no payload (the tick)
+
+
+CATALOGUE: dict[str, MessageType] = {
+    entry.actor_name: entry
+    for entry in (
+        # MetaDeploy's queues: installs and scratch orgs long, enqueuing and preflights short.
+        MessageType(ENQUEUE_INSTALL_JOB, queues.SHORT, EnqueueInstallJob),
+        MessageType(RUN_FLOWS, queues.LONG, RunFlows),
+        MessageType(PREFLIGHT, queues.SHORT, Preflight),
+        MessageType(CREATE_SCRATCH_ORG, queues.LONG, CreateScratchOrg),
+        MessageType(DELETE_SCRATCH_ORG, queues.LONG, DeleteScratchOrg),
+        MessageType(UPDATE_ALL_TRANSLATIONS, queues.DEFAULT, UpdateAllTranslations),
+        MessageType(TICK, queues.SCHEDULER, None),
+    )
+}
 CONTRACTS: dict[str, type[Contract]] = {
-    ENQUEUE_INSTALL_JOB: EnqueueInstallJob,
-    RUN_FLOWS: RunFlows,
-    PREFLIGHT: Preflight,
-    CREATE_SCRATCH_ORG: CreateScratchOrg,
-    DELETE_SCRATCH_ORG: DeleteScratchOrg,
-    UPDATE_ALL_TRANSLATIONS: UpdateAllTranslations,
+    name: entry.payload for name, entry in CATALOGUE.items() if entry.payload is not None
 }
 ACTOR_OF: dict[type[Contract], str] = {model: name for name, model in CONTRACTS.items()}
 
@@ -88,10 +116,9 @@ def actor_for(payload: Contract) -> str:
 
 
 def encode(payload: Contract) -> dict[str, Any]:
-    """The message kwargs for ``payload``, validated again as a worker will see them."""
-    kwargs = payload.model_dump(mode="json")
-    decode(actor_for(payload), (), kwargs)
-    return kwargs
+    """The message kwargs for ``payload`` (validated when the payload was built)."""
+    actor_for(payload)  # a contract of the catalogue, not any pydantic model
+    return payload.model_dump(mode="json")
 
 
 def decode(actor_name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> Contract:

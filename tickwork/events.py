@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from schema.base import utcnow
+from tickwork.clock import utcnow
 from tickwork.settings import Settings
 
 logger = logging.getLogger(__name__)

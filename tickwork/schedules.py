@@ -533,3 +533,8 @@ def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
         return str(get_description(f"{sec} {five}" if has_seconds else five))
     except Exception:
         return cron
+
+
+def floor_minute(t: dt.datetime) -> dt.datetime:
+    """The UTC minute ``t`` falls in: what one tick stands for."""
+    return t.astimezone(dt.UTC).replace(second=0, microsecond=0)

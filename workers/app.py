@@ -1,69 +1,106 @@
-"""Wires a process together: settings → database → broker → job actors.
+"""The composition root: the one place that puts a worker process together.
 
-``dramatiq workers.app`` (what ``tickwork worker`` runs) imports this module in each
-worker process; :data:`broker` is then the configured broker with every job bound.
+It lists the job modules, builds settings → database → broker → actors, and hands
+each hook to what calls it (run-finished hooks, tick hooks, metrics); nothing below
+reaches back up for them. ``tickwork worker`` runs ``dramatiq workers.app:setup`` in each
+worker process; ``tickwork run`` (the embedded system) and the tests call
+:func:`build_runtime` directly.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+
 import dramatiq
+from dramatiq.middleware import Middleware
+from tickwork.logs import configure_logging
 
 from schema.engine import Database
+from tickwork.errors import ConfigError
 from tickwork.settings import Settings, load_settings
-from workers.broker import build_broker
+from workers.broker import build_broker, run_record_middleware
+from workers.installs.actors import bind_install_actors
+from workers.metrics.exposition import serve_merged_metrics
+from workers.metrics.job_metrics import install_job_metrics
+from workers.metrics.scheduler_metrics import record_tick
 from workers.registry import bind_jobs
 from workers.runtime import Runtime, get_runtime, set_runtime
+from workers.scheduler.actors import bind_scheduler_actors
+from workers.scheduler.notifications import RunNotifier
+
+# The built-in jobs, one module per domain; the user's come from TICKWORK_JOB_MODULES.
+BUILT_IN_JOB_MODULES = (
+    "workers.jobs.housekeeping",
+    "workers.jobs.metadeploy_maintenance",
+    "workers.jobs.barycenter",
+    "workers.jobs.installs",
+    "workers.jobs.sync_jobs",
+)
+
+
+def import_job_modules(settings: Settings) -> None:
+    """Import every job module, which declares its jobs (``@job``) in the registry.
+
+    A module that cannot be imported — a syntax error, or a schedule that does not parse,
+    which ``@job`` refuses at declaration — stops start-up naming the module.
+    """
+    for name in BUILT_IN_JOB_MODULES:
+        importlib.import_module(name)
+    for name in settings.job_module_names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"TICKWORK_JOB_MODULES: cannot import {name!r}: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
-    """Build and install the process runtime: database, broker and every job actor."""
+    """Build and install the process runtime: database, broker and every actor."""
+    import_job_modules(settings)
     database = db or Database(settings)
-    broker = build_broker(settings, get_runtime)
+    broker = build_broker(settings, get_runtime, metrics_fork=serve_worker_metrics)
     dramatiq.set_broker(broker)
     runtime = Runtime(settings=settings, db=database, broker=broker)
     set_runtime(runtime)
+
+    run_records = run_record_middleware(broker)
+    job_metrics = install_job_metrics(database)
+    run_records.on_finished.append(RunNotifier(settings, database))
+    run_records.on_finished.append(job_metrics.record_finished)
+
     bind_jobs(broker, settings)
-    from workers.broker import run_record_middleware
-    from workers.scheduler.notifications import RunNotifier
-
-    run_record_middleware(broker).on_finished.append(RunNotifier(settings, database))
-    from workers.scheduler.actors import bind_scheduler_actors
-
-    bind_scheduler_actors(broker, settings)
-    from workers.installs.actors import bind_install_actors
-
+    bind_scheduler_actors(
+        broker,
+        get_runtime,
+        on_reaped=run_records.finished,
+        tick_hooks=(job_metrics.record_dispatch, record_tick),
+    )
     bind_install_actors(broker, settings)
-    _install_metrics(broker, database)
     return runtime
-
-
-def _install_metrics(broker: dramatiq.Broker, database: Database) -> None:
-    """Per-job and tick metrics, fed by the run-finished and on-tick hooks."""
-    from workers.broker import run_record_middleware
-    from workers.metrics.job_metrics import install_job_metrics
-    from workers.metrics.scheduler_metrics import record_tick
-    from workers.scheduler.actors import add_tick_hook
-
-    jobs = install_job_metrics(database)
-    run_record_middleware(broker).on_finished.append(jobs.record_finished)
-    add_tick_hook(jobs.record_dispatch)
-    add_tick_hook(record_tick)
-
-
-def __getattr__(name: str) -> object:
-    # `dramatiq workers.app` looks up `broker` here; build the runtime on first use.
-    if name == "broker":
-        return get_runtime().broker
-    raise AttributeError(name)
 
 
 def setup() -> None:
     """Entry point for ``dramatiq workers.app:setup`` (each worker process calls it)."""
-    import logging
-
-    from admin.checks import check_registered_schedules
-
     settings = load_settings()
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    check_registered_schedules(settings)
-    build_runtime(settings)
+    # Dramatiq's CLI runs with --skip-logging: this process logs like every other one,
+    # to its stderr, which Dramatiq's main process reads and writes out line by line.
+    configure_logging(settings.log_level, settings.log_format, role="worker")
+    build_runtime(settings).broker.add_middleware(StopLine())
+
+
+def serve_worker_metrics() -> int:
+    """The metrics process of ``tickwork worker`` (Dramatiq's CLI forks it by this name):
+    declares every job module's jobs, so each has its per-job gauges, then serves."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format, role="worker-metrics")
+    import_job_modules(settings)
+    return serve_merged_metrics(settings)
+
+
+class StopLine(Middleware):
+    """One INFO line when a worker process has stopped (its threads finished)."""
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
+        logging.getLogger(__name__).info("worker process stopped")

@@ -22,18 +22,28 @@ from dramatiq.middleware import (
 )
 from periodiq import PeriodiqMiddleware
 
+from tickwork.contracts import TICK
+from tickwork.publish import with_heartbeat
 from tickwork.settings import Settings
+from workers.dead_letters import DeadLetteringRabbitmqBroker
 from workers.heartbeat import HeartbeatMiddleware
+from workers.metrics.exposition import WorkerMetricsServer
+from workers.metrics.multiprocess import dramatiq_prometheus, is_multiprocess
+from workers.metrics.scheduler_metrics import TickPublishMetrics
 from workers.middleware.poison import PoisonMiddleware
 from workers.middleware.run_records import RunRecordMiddleware
 from workers.runtime import Runtime
 
 
-def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list[Middleware]:
+def build_middleware(
+    settings: Settings,
+    runtime: Callable[[], Runtime],
+    metrics_fork: Callable[[], int] | None = None,
+) -> list[Middleware]:
     """The middleware stack, in order. RunRecord sits just before Retries because
     after-hooks run in reverse: Retries decides first whether the message failed."""
     return [
-        *_metrics_middleware(settings),
+        *_metrics_middleware(settings, metrics_fork),
         AgeLimit(max_age=settings.message_age_limit_s * 1000),
         TimeLimit(time_limit=settings.default_time_limit_s * 1000),
         ShutdownNotifications(notify_shutdown=True),
@@ -53,34 +63,31 @@ def build_middleware(settings: Settings, runtime: Callable[[], Runtime]) -> list
     ]
 
 
-def _metrics_middleware(settings: Settings) -> list[Middleware]:
+def _metrics_middleware(
+    settings: Settings, metrics_fork: Callable[[], int] | None
+) -> list[Middleware]:
     """Metrics middleware: ticks published (every process); in ``tickwork worker``
     (multiprocess mode) also Dramatiq's Prometheus and the fork serving the port."""
-    from workers.metrics.multiprocess import dramatiq_prometheus, is_multiprocess
-    from workers.metrics.scheduler_metrics import TickPublishMetrics
-    from workers.scheduler.actors import TICK_ACTOR
-
-    stack: list[Middleware] = [TickPublishMetrics(TICK_ACTOR)]
+    stack: list[Middleware] = [TickPublishMetrics(TICK)]
     if is_multiprocess() and not settings.embedded_broker:
-        from workers.metrics.exposition import WorkerMetricsServer
-
         stack.insert(0, dramatiq_prometheus())
-        if settings.metrics_port:
-            stack.append(WorkerMetricsServer())
+        if settings.metrics_port and metrics_fork is not None:
+            stack.append(WorkerMetricsServer(metrics_fork))
     return stack
 
 
-def build_broker(settings: Settings, runtime: Callable[[], Runtime]) -> dramatiq.Broker:
-    middleware = build_middleware(settings, runtime)
+def build_broker(
+    settings: Settings,
+    runtime: Callable[[], Runtime],
+    metrics_fork: Callable[[], int] | None = None,
+) -> dramatiq.Broker:
+    middleware = build_middleware(settings, runtime, metrics_fork)
     broker: dramatiq.Broker
     if settings.embedded_broker:
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     else:
-        url = settings.broker_url or ""
-        if "heartbeat=" not in url:  # notice a dead broker within a minute
-            url += ("&" if "?" in url else "?") + "heartbeat=30"
-        from workers.dead_letters import DeadLetteringRabbitmqBroker
+        url = with_heartbeat(settings.broker_url or "")
 
         broker = DeadLetteringRabbitmqBroker(
             url=url,

@@ -20,6 +20,7 @@ from typing import Any
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 
 from schema.messaging import DeadLetter
+from workers.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
         super()._nack(tag)  # type: ignore[no-untyped-call]
 
     def _refuse(self, body: bytes, reason: str) -> None:
-        from workers.runtime import get_runtime
-
         logger.error("dead-lettering a malformed message on %s: %s", self.queue_name, reason)
         try:
             data: Any = json.loads(body)

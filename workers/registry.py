@@ -8,7 +8,6 @@ broker the process actually uses (with the configured queue prefix).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import typing
 from collections.abc import Callable
@@ -17,9 +16,10 @@ from typing import Any, Literal
 
 import dramatiq
 
-from tickwork.errors import ConfigError, UnknownJobError
-from tickwork.settings import Settings
 from tickwork import queues
+from tickwork.errors import ScheduleError, UnknownJobError
+from tickwork.schedules import parse_schedule
+from tickwork.settings import Settings
 from workers.context import JobResult, RunContext, current_run
 
 JobFn = Callable[..., "JobResult | int | None"]
@@ -72,6 +72,11 @@ def job(
 
     def register(fn: JobFn) -> JobFn:
         job_name = name or fn.__name__
+        if schedule is not None:  # refused at import, naming the job, like arq's cron()
+            try:
+                parse_schedule(schedule, timezone)
+            except ScheduleError as exc:
+                raise ScheduleError(f"job {job_name!r}: {exc}") from None
         existing = _jobs.get(job_name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"job {job_name!r} is declared twice")
@@ -100,7 +105,7 @@ def unregister(name: str) -> None:
 
 
 def all_jobs() -> dict[str, JobSpec]:
-    """Every declared job, by name (import :mod:`workers.jobs` first)."""
+    """Every declared job, by name (:func:`workers.app.import_job_modules` declares them)."""
     return dict(sorted(_jobs.items()))
 
 
@@ -152,23 +157,8 @@ def _message_signature(fn: JobFn) -> inspect.Signature:
     return signature.replace(parameters=[*rest, run_id, *var_kw])
 
 
-def import_job_modules(settings: Settings) -> None:
-    """Import the built-in jobs and the user's ``TICKWORK_JOB_MODULES`` (declares them)."""
-    import workers.jobs  # noqa: F401  (declares the built-in jobs)
-
-    for name in settings.job_module_names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            raise ConfigError(
-                f"TICKWORK_JOB_MODULES: cannot import {name!r}: {type(exc).__name__}: {exc}"
-            ) from None
-
-
 def bind_jobs(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Create one actor per declared job on ``broker``; returns them by job name."""
-    import_job_modules(settings)
-
     actors: dict[str, dramatiq.Actor[Any, Any]] = {}
     for spec in all_jobs().values():
         time_limit_s = spec.time_limit_s or settings.default_time_limit_s

@@ -1,8 +1,9 @@
 """The process-wide handles a worker needs: settings, database, broker.
 
-Built once per process from the environment (worker processes are forked by the
-Dramatiq CLI and import :mod:`workers.app`), or installed explicitly by tests and
-by the embedded ``tickwork run``.
+Built once per process by the composition root, :func:`workers.app.build_runtime`
+(worker processes forked by the Dramatiq CLI call ``workers.app:setup``; the embedded
+``tickwork run`` and the tests call it directly). Asking for it before is an error,
+not a lazy build: what a process runs is decided in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import dramatiq
 
 from schema.engine import Database
-from tickwork.settings import Settings, load_settings
+from tickwork.settings import Settings
 
 
 @dataclass
@@ -31,9 +32,9 @@ def set_runtime(runtime: Runtime | None) -> None:
 
 
 def get_runtime() -> Runtime:
-    global _runtime
+    """The runtime :func:`workers.app.build_runtime` installed; an error if none was."""
     if _runtime is None:
-        from workers.app import build_runtime
-
-        _runtime = build_runtime(load_settings())
+        raise RuntimeError(
+            "no tickwork runtime in this process: build one with workers.app.build_runtime"
+        )
     return _runtime

@@ -25,7 +25,7 @@ class Format(StrEnum):
 
 
 def _db() -> Database:
-    from workers.registry import import_job_modules
+    from workers.app import import_job_modules
 
     config = settings()
     import_job_modules(config)  # built-in jobs and TICKWORK_JOB_MODULES

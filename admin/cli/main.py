@@ -212,11 +212,9 @@ def scheduler() -> None:
 
     time.tzset()
     setup_logging(config.log_level)
-    from admin.checks import check_registered_schedules
-    from workers.app import build_runtime
     from producers.ticker import run_periodiq
+    from workers.app import build_runtime
 
-    check_registered_schedules(config)
     runtime = build_runtime(config)
     if config.metrics_port:
         from workers.metrics.exposition import build_registry, start_metrics_server
@@ -239,7 +237,7 @@ def scheduler() -> None:
     Heartbeat(
         config.heartbeat_file, config.heartbeat_interval_s, threading.main_thread().is_alive
     ).start()
-    run_periodiq(runtime.broker)
+    run_periodiq(runtime.broker, runtime.settings)
 
 
 @app.command()

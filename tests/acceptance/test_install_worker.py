@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from producers.client import InstallClient
-from schema.installs import Job
+from schema.installs import JOB_INTERRUPTED, Job
 from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
 from tests.install_data import make_plan, make_user
 from tickwork.settings import load_settings
 from workers.app import build_runtime
-from workers.installs.common import JOB_INTERRUPTED
 
 
 @pytest.fixture

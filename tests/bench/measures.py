@@ -254,10 +254,11 @@ def measure_dispatcher(results: Results, count: int) -> None:
     """CPU seconds per tick at ``count`` schedules, each its own cron expression (no reuse)."""
     import tempfile
 
+    from tickwork import schedules
+    from tickwork.schedules import floor_minute
     from workers import registry
     from workers.app import build_runtime
-    from tickwork import schedules
-    from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute
+    from workers.scheduler.dispatcher import advance_watermark, dispatch
 
     def noop(ctx: Any) -> None:
         return None
@@ -299,14 +300,14 @@ def measure_dispatcher(results: Results, count: int) -> None:
 def measure_client_publish(results: Results, env: BenchEnv, n: int) -> None:
     """The producers client (validated contract + send), with publisher confirms on (the
     default: a message is on the broker when send returns) and off (like the reference)."""
-    from producers.client import publish
     from tickwork.contracts import EnqueueInstallJob
+    from tickwork.publish import publish
 
     for confirm in (False, True):
         with runtime_with(env, TICKWORK_BROKER_CONFIRM_DELIVERY=str(confirm)) as rt:
             started = time.perf_counter()
             for i in range(n):
-                publish(rt.broker, EnqueueInstallJob(job_id=i + 1))
+                publish(rt.broker, rt.settings, EnqueueInstallJob(job_id=i + 1))
             rate = n / (time.perf_counter() - started)
             _purge(env)
         label = "on (default)" if confirm else "off"
@@ -321,7 +322,7 @@ def measure_install_drain(results: Results, env: BenchEnv, n: int) -> None:
 
     with runtime(env) as rt:
         _pending_install_jobs(rt.db, n)
-        assert enqueue_pending(rt.db, rt.broker) == n
+        assert enqueue_pending(rt.db, rt.broker, rt.settings) == n
         with workers(env, 1) as proc:
             deadline = time.monotonic() + max(120.0, n / 20)
             while time.monotonic() < deadline:
@@ -358,7 +359,7 @@ def measure_enqueuer_race(results: Results, env: BenchEnv, n: int) -> None:
         counts = [0, 0]
 
         def enqueuer(k: int) -> None:
-            counts[k] = enqueue_pending(rt.db, rt.broker)
+            counts[k] = enqueue_pending(rt.db, rt.broker, rt.settings)
 
         threads = [threading.Thread(target=enqueuer, args=(k,)) for k in (0, 1)]
         started = time.perf_counter()

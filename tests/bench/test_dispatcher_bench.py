@@ -22,12 +22,13 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
 from tests.conftest import FERNET_KEY, make_settings
+from tickwork import schedules
+from tickwork.schedules import floor_minute
 from tickwork.settings import load_settings
 from workers import registry
 from workers.app import build_runtime
 from workers.context import RunContext
-from tickwork import schedules
-from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute, insert_run
+from workers.scheduler.dispatcher import advance_watermark, dispatch, insert_run
 from workers.scheduler.publish import publish_run
 
 SCHEDULES = [

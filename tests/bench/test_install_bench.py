@@ -18,11 +18,11 @@ from dramatiq import Worker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import func, insert, select
 
-from producers.client import publish
-from tickwork.contracts import EnqueueInstallJob
 from schema.installs import Job
 from tests.conftest import FERNET_KEY
 from tests.install_data import make_plan, make_user
+from tickwork.contracts import EnqueueInstallJob
+from tickwork.publish import publish
 from tickwork.settings import load_settings
 from workers.app import build_runtime
 from workers.installs.enqueuer import enqueue_pending
@@ -92,7 +92,7 @@ def test_drain_rate_of_noop_installs_vs_bare_dramatiq(
                 for i in range(N)
             ],
         )
-    assert enqueue_pending(pg_db, runtime.broker) == N
+    assert enqueue_pending(pg_db, runtime.broker, runtime.settings) == N
     # then drained by a worker with the same threads.
     worker = Worker(runtime.broker, worker_threads=THREADS, queues={runtime.settings.queue("long")})
     t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def test_client_publish_rate_vs_bare_dramatiq_send(
         same_broker = N / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         for i in range(N):
-            publish(runtime.broker, EnqueueInstallJob(job_id=i + 1))
+            publish(runtime.broker, runtime.settings, EnqueueInstallJob(job_id=i + 1))
         rate = N / (time.perf_counter() - t0)
         runtime.broker.channel.queue_purge(runtime.settings.queue("short"))
         runtime.broker.close()

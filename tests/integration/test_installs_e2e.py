@@ -15,14 +15,13 @@ from dramatiq import Message, Worker
 from sqlalchemy import func, insert, select
 
 from producers.client import InstallClient
-from schema.installs import Job, JobStepResult
+from schema.installs import JOB_CANCELED, Job, JobStepResult
 from schema.messaging import DeadLetter
 from schema.orgs import Org, ScratchOrg
 from tests.conftest import FERNET_KEY
 from tests.install_data import ACCESS_TOKEN, make_plan, make_user
 from tickwork.settings import load_settings
 from workers.app import build_runtime
-from workers.installs.common import JOB_CANCELED
 from workers.installs.enqueuer import enqueue_pending
 
 
@@ -266,7 +265,7 @@ def test_two_enqueuers_racing_over_10000_jobs_enqueue_each_exactly_once(
 
     def enqueuer() -> None:
         try:
-            counts.append(enqueue_pending(pg_db, runtime.broker, batch_size=200))
+            counts.append(enqueue_pending(pg_db, runtime.broker, runtime.settings, batch_size=200))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tickwork.events import RabbitEvents, StatusEvent
 from tests.integration.test_installs_e2e import EventTap
+from tickwork.events import RabbitEvents, StatusEvent
 
 
 def test_events_arrive_in_order_with_routing_keys_a_ui_can_bind(

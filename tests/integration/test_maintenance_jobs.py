@@ -282,8 +282,8 @@ def test_barycenter_cleanups_at_their_boundaries(db: Database) -> None:
 
 
 def test_barycenter_schedules_are_seconds_first() -> None:
-    from workers.registry import get_job
     from tickwork.schedules import parse_schedule
+    from workers.registry import get_job
 
     words = {
         name: parse_schedule(get_job(name).schedule or "").words()

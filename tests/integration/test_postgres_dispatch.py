@@ -12,9 +12,10 @@ from schema.base import utcnow
 from schema.scheduling import JobRun
 from tests.conftest import FERNET_KEY
 from tests.unit import scheduler_jobs as tj
+from tickwork.schedules import floor_minute
 from tickwork.settings import load_settings
 from workers.app import build_runtime
-from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute
+from workers.scheduler.dispatcher import advance_watermark, dispatch
 
 
 def test_racing_dispatchers_and_duplicate_ticks_record_each_slot_once(pg_db: Any) -> None:

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from schema.base import utcnow
 from schema.scheduling import JobRun
 from tests.conftest import FERNET_KEY
+from tickwork.contracts import TICK
+from tickwork.schedules import floor_minute
 from tickwork.settings import load_settings
 from workers.app import build_runtime
 from workers.scheduler import control
-from workers.scheduler.actors import TICK_ACTOR
-from workers.scheduler.dispatcher import floor_minute
 
 
 def _wait(predicate: Any, timeout_s: float = 20) -> None:
@@ -49,7 +49,7 @@ def test_duplicate_ticks_through_rabbitmq_run_the_heartbeat_once(
     try:
         # when the same minute's tick is published three times (two schedulers, a restart),
         minute = floor_minute(utcnow()).isoformat()
-        tick = runtime.broker.get_actor(TICK_ACTOR)
+        tick = runtime.broker.get_actor(TICK)
         for _ in range(3):
             tick.send_with_options(scheduled_at=minute)
 

@@ -17,8 +17,9 @@ from schema.scheduling import JobRun, ScheduledJobConfig
 from tests.conftest import Embedded
 from tests.unit import scheduler_jobs as tj
 from tickwork.errors import ScheduleError, UnknownJobError
+from tickwork.schedules import floor_minute
 from workers.scheduler import control
-from workers.scheduler.dispatcher import advance_watermark, dispatch, floor_minute
+from workers.scheduler.dispatcher import advance_watermark, dispatch
 
 
 def runs(e: Embedded, name: str) -> list[JobRun]:

@@ -6,11 +6,11 @@ import pytest
 from dramatiq import Message
 from sqlalchemy import select
 
-from tickwork import contracts
-from producers.client import publish
 from schema.messaging import DeadLetter
 from tests.conftest import Embedded
+from tickwork import contracts
 from tickwork.errors import ValidationError
+from tickwork.publish import publish
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,8 @@ def test_a_malformed_message_is_dead_lettered_and_the_worker_carries_on(
     )
     embedded.broker.enqueue(bad)
     # and a good one after it,
-    publish(embedded.broker, contracts.UpdateAllTranslations(language="de"))
+    good = contracts.UpdateAllTranslations(language="de")
+    publish(embedded.broker, embedded.runtime.settings, good)
     # when the worker drains the queue,
     embedded.drain()
     # then the bad one is recorded with the reason and failed to the dead-letter queue,

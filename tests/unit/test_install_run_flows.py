@@ -10,13 +10,13 @@ import pytest
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from tickwork.contracts import RunFlows
-from tickwork.events import StatusEvent, local_events
 from schema import migrate
 from schema.engine import Database
-from schema.installs import Job, JobStepResult
+from schema.installs import JOB_CANCELED, JOB_INTERRUPTED, Job, JobStepResult
 from tests.conftest import make_settings
 from tests.install_data import ACCESS_TOKEN, make_plan, make_user
+from tickwork.contracts import RunFlows
+from tickwork.events import StatusEvent, local_events
 from workers.installs.backend import (
     LocalOrgBackend,
     OrgRef,
@@ -25,7 +25,6 @@ from workers.installs.backend import (
     StepSpec,
     TransientBackendError,
 )
-from workers.installs.common import JOB_CANCELED, JOB_INTERRUPTED
 from workers.installs.run_flows import run_flows
 
 MSG = "message-1"

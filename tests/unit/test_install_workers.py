@@ -8,15 +8,16 @@ from typing import Any
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from producers.client import InstallClient, publish
-from tickwork.contracts import Preflight, UpdateAllTranslations
-from tickwork.events import StatusEvent, local_events
+from producers.client import InstallClient
 from schema.base import utcnow
 from schema.catalog import Plan, Product, Step, Translation
 from schema.installs import Job, PreflightResult
 from schema.orgs import Org, ScratchOrg
 from tests.conftest import Embedded
 from tests.install_data import make_plan, make_user
+from tickwork.contracts import Preflight, UpdateAllTranslations
+from tickwork.events import StatusEvent, local_events
+from tickwork.publish import publish
 from workers.installs.backend import LocalOrgBackend, OrgRef, ScratchOrgInfo, StepSpec
 from workers.installs.enqueuer import enqueue_pending
 from workers.installs.preflight import run_preflight
@@ -36,8 +37,8 @@ def test_the_enqueuer_sends_each_job_once_and_uses_up_its_preflight(embedded: Em
         for org in ("00DA", "00DC"):
             s.add(Job(plan_id=plan.plan_id, org_id=org, user_id=user, steps=plan.step_ids))
         s.add(Job(plan_id=plan.plan_id, org_id="00DD", user_id=user, steps=[], status="canceled"))
-    assert enqueue_pending(db, embedded.broker, batch_size=1) == 2
-    assert enqueue_pending(db, embedded.broker) == 0
+    assert enqueue_pending(db, embedded.broker, embedded.runtime.settings, batch_size=1) == 2
+    assert enqueue_pending(db, embedded.broker, embedded.runtime.settings) == 0
     long_queue = embedded.broker.queues[embedded.runtime.settings.queue("long")]
     assert long_queue.qsize() == 2
     with db.session() as s:
@@ -145,7 +146,7 @@ def test_update_all_translations_for_one_language_and_for_all(embedded: Embedded
             for lang, m, i, f, t in rows
         )
         s.get(Plan, plan.plan_id).translations = {"es": {"title": "stale"}}  # type: ignore[union-attr]
-    publish(embedded.broker, UpdateAllTranslations(language="fr"))
+    publish(embedded.broker, embedded.runtime.settings, UpdateAllTranslations(language="fr"))
     embedded.drain()
     with db.session() as s:
         plan_row: Any = s.get(Plan, plan.plan_id)
@@ -153,7 +154,7 @@ def test_update_all_translations_for_one_language_and_for_all(embedded: Embedded
         assert plan_row.translations == {"es": {"title": "stale"}, "fr": {"title": "Plan FR"}}
         assert step_row.translations == {"fr": {"name": "Installer"}}
         assert s.get(Product, product_id).translations == {}  # type: ignore[union-attr]
-    publish(embedded.broker, UpdateAllTranslations())
+    publish(embedded.broker, embedded.runtime.settings, UpdateAllTranslations())
     embedded.drain()
     with db.session() as s:
         assert s.get(Plan, plan.plan_id).translations == {"fr": {"title": "Plan FR"}}  # type: ignore[union-attr]
@@ -161,8 +162,8 @@ def test_update_all_translations_for_one_language_and_for_all(embedded: Embedded
 
 
 def test_expired_preflights_are_not_ready() -> None:
+    from schema.installs import preflight_is_ready
     from tickwork.settings import load_settings
-    from workers.installs.preflight import is_ready
 
     settings = load_settings({})
     now = utcnow()
@@ -170,7 +171,8 @@ def test_expired_preflights_are_not_ready() -> None:
     old = PreflightResult(
         status="complete", is_valid=True, results={}, created_at=now - dt.timedelta(minutes=10)
     )
-    assert is_ready(fresh, settings, now) and not is_ready(old, settings, now)
+    lifetime = settings.preflight_lifetime_minutes
+    assert preflight_is_ready(fresh, lifetime, now) and not preflight_is_ready(old, lifetime, now)
 
 
 def test_the_minute_sweep_enqueues_a_job_whose_immediate_enqueue_was_lost(

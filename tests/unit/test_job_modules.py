@@ -6,7 +6,8 @@ import pytest
 
 from tickwork.errors import ConfigError
 from tickwork.settings import load_settings
-from workers.registry import all_jobs, import_job_modules
+from workers.app import import_job_modules
+from workers.registry import all_jobs
 
 
 def test_listed_module_declares_its_jobs() -> None:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from producers.ticker import send_tick
 from tests.conftest import Embedded
 from tests.promql import (
     DASHBOARD,
@@ -27,7 +28,6 @@ from tests.promql import (
 )
 from workers.metrics.exposition import render_metrics
 from workers.scheduler import control
-from producers.ticker import send_tick
 
 
 def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:
@@ -92,7 +92,7 @@ def test_tickwork_metric_names_used_are_exposed_by_the_embedded_system(
     embedded: Embedded,
 ) -> None:
     # Given the embedded system after a tick and a job run,
-    send_tick(embedded.broker)
+    send_tick(embedded.broker, embedded.runtime.settings)
     control.trigger(embedded.db, embedded.broker, "heartbeat")
     embedded.drain()
     body, _ = render_metrics(embedded.runtime)

@@ -20,7 +20,7 @@ def test_render_metrics_serves_process_metrics_and_collectors(embedded: Embedded
     # Given the embedded system after a tick,
     from producers.ticker import send_tick
 
-    send_tick(embedded.broker)
+    send_tick(embedded.broker, embedded.runtime.settings)
     embedded.drain()
     # when the API-style render is called,
     body, content_type = render_metrics(embedded.runtime)

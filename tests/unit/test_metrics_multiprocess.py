@@ -90,7 +90,8 @@ def test_worker_broker_gets_dramatiq_prometheus_without_its_own_port(tmp_path: P
         from tickwork.settings import load_settings
         from workers.broker import build_middleware
         settings = load_settings({{"TICKWORK_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F"}})
-        stack = build_middleware(settings, lambda: None)
+        from workers.app import serve_worker_metrics
+        stack = build_middleware(settings, lambda: None, metrics_fork=serve_worker_metrics)
         names = [type(m).__name__ for m in stack]
         forks = [f.__module__ + ":" + f.__name__ for m in stack for f in m.forks]
         print(names[0], forks)
@@ -101,5 +102,5 @@ def test_worker_broker_gets_dramatiq_prometheus_without_its_own_port(tmp_path: P
     # then Dramatiq's Prometheus middleware comes first and the only fork is tickwork's
     # metrics server (Dramatiq's own server on 9191 is not started).
     assert result.stdout.strip() == (
-        "DramatiqPrometheus ['workers.metrics.exposition:serve_worker_metrics']"
+        "DramatiqPrometheus ['workers.app:serve_worker_metrics']"
     )

@@ -10,10 +10,10 @@ from prometheus_client import REGISTRY
 from schema.base import utcnow
 from schema.engine import Database
 from tests.conftest import Embedded
+from tickwork.contracts import TICK
+from tickwork.schedules import floor_minute
 from workers.metrics.scheduler_metrics import SchedulerStateCollector
 from workers.scheduler import control
-from workers.scheduler.actors import TICK_ACTOR
-from workers.scheduler.dispatcher import floor_minute
 
 
 def value(name: str, **labels: str) -> float | None:
@@ -38,7 +38,7 @@ def test_a_tick_records_its_lag_and_the_last_tick_time(embedded: Embedded) -> No
         time.sleep(61 - utcnow().second)
     tick_minute = floor_minute(utcnow())
     before = utcnow()
-    embedded.broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=tick_minute.isoformat())
+    embedded.broker.get_actor(TICK).send_with_options(scheduled_at=tick_minute.isoformat())
     embedded.drain()
     # then its lag is the time since that minute began (counted published and processed),
     lag = value("tickwork_scheduler_tick_lag_seconds")
@@ -58,7 +58,7 @@ def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> N
     # then the held flag is 1,
     assert state(embedded.db)["tickwork_scheduler_held"] == 1.0
     # and a tick processed while held is counted as such;
-    embedded.broker.get_actor(TICK_ACTOR).send_with_options(
+    embedded.broker.get_actor(TICK).send_with_options(
         scheduled_at=floor_minute(utcnow()).isoformat()
     )
     embedded.drain()
@@ -69,22 +69,28 @@ def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> N
 
 
 def test_a_failing_tick_hook_does_not_fail_the_tick(embedded: Embedded) -> None:
-    from workers.scheduler import actors
+    from dramatiq.brokers.stub import StubBroker
+    from periodiq import PeriodiqMiddleware
+
+    from workers.metrics.scheduler_metrics import record_tick
+    from workers.scheduler.actors import bind_scheduler_actors
 
     def broken(report: object, at: object) -> None:
         raise RuntimeError("metrics backend exploded")
 
-    # Given an on-tick hook that raises, called before the metrics hooks,
-    actors._tick_hooks.insert(0, broken)
+    # Given a tick actor (on a broker of its own) whose first hook raises, before the
+    # metrics hook,
+    spare = StubBroker()
+    spare.add_middleware(PeriodiqMiddleware())
+    tick = bind_scheduler_actors(
+        spare,
+        lambda: embedded.runtime,
+        on_reaped=lambda run: None,
+        tick_hooks=(broken, record_tick),
+    )
     processed = value("tickwork_scheduler_ticks_processed_total", held="false") or 0.0
-    try:
-        # when a tick is processed,
-        embedded.broker.get_actor(TICK_ACTOR).send_with_options(
-            scheduled_at=floor_minute(utcnow()).isoformat()
-        )
-        embedded.drain()
-    finally:
-        actors._tick_hooks.remove(broken)
+    # when a tick is processed,
+    tick.fn()
     # then the tick still counts, and the hooks after it still ran.
     assert "tickwork_scheduler_last_tick_timestamp_seconds" in state(embedded.db)
     assert value("tickwork_scheduler_ticks_processed_total", held="false") == processed + 1

@@ -17,9 +17,10 @@ from schema.base import utcnow
 from schema.engine import Database
 from tests.conftest import free_port, make_settings
 from tests.unit import scheduler_jobs as tj
+from tickwork.schedules import floor_minute
 from workers.app import build_runtime
 from workers.scheduler import control
-from workers.scheduler.dispatcher import dispatch, floor_minute
+from workers.scheduler.dispatcher import dispatch
 
 
 class Inbox:
@@ -112,7 +113,10 @@ def test_run_reaped_after_its_worker_died_is_emailed(mailing_system: tuple[Any, 
             )
         )
     # when the next tick reaps it,
-    dispatch(runtime.db, runtime.broker, floor_minute(utcnow()), jobs={})
+    from workers.broker import run_record_middleware
+
+    on_reaped = run_record_middleware(runtime.broker).finished
+    dispatch(runtime.db, runtime.broker, floor_minute(utcnow()), jobs={}, on_reaped=on_reaped)
     # then the operators hear about it like any other failure.
     (mail,) = inbox.messages
     assert "t_count FAILED" in mail["Subject"]

@@ -16,11 +16,16 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy.exc import OperationalError
 
-from tickwork import contracts
+from tickwork import contracts, queues
 from tickwork.errors import ValidationError
 from tickwork.settings import Settings
-from tickwork import queues
 from workers.installs.backend import OrgBackend, is_transient, load_backend
+from workers.installs.enqueuer import enqueue_pending
+from workers.installs.preflight import run_preflight
+from workers.installs.run_flows import run_flows as run
+from workers.installs.scratch_orgs import create_scratch_org as create
+from workers.installs.scratch_orgs import delete_scratch_org as delete
+from workers.installs.translations import update_all_translations as update
 from workers.middleware.contracts import ContractMiddleware
 from workers.runtime import Runtime, get_runtime
 
@@ -44,17 +49,13 @@ def _message_id() -> str:
 
 
 def enqueue_install_job(**kwargs: Any) -> None:
-    from workers.installs.enqueuer import enqueue_pending
-
     payload = contracts.decode(contracts.ENQUEUE_INSTALL_JOB, (), kwargs)
     assert isinstance(payload, contracts.EnqueueInstallJob)
     runtime = get_runtime()
-    enqueue_pending(runtime.db, runtime.broker, job_id=payload.job_id)
+    enqueue_pending(runtime.db, runtime.broker, runtime.settings, job_id=payload.job_id)
 
 
 def run_flows(**kwargs: Any) -> None:
-    from workers.installs.run_flows import run_flows as run
-
     payload = contracts.decode(contracts.RUN_FLOWS, (), kwargs)
     assert isinstance(payload, contracts.RunFlows)
     runtime = get_runtime()
@@ -62,8 +63,6 @@ def run_flows(**kwargs: Any) -> None:
 
 
 def preflight(**kwargs: Any) -> None:
-    from workers.installs.preflight import run_preflight
-
     payload = contracts.decode(contracts.PREFLIGHT, (), kwargs)
     assert isinstance(payload, contracts.Preflight)
     runtime = get_runtime()
@@ -71,8 +70,6 @@ def preflight(**kwargs: Any) -> None:
 
 
 def create_scratch_org(**kwargs: Any) -> None:
-    from workers.installs.scratch_orgs import create_scratch_org as create
-
     payload = contracts.decode(contracts.CREATE_SCRATCH_ORG, (), kwargs)
     assert isinstance(payload, contracts.CreateScratchOrg)
     runtime = get_runtime()
@@ -82,8 +79,6 @@ def create_scratch_org(**kwargs: Any) -> None:
 
 
 def delete_scratch_org(**kwargs: Any) -> None:
-    from workers.installs.scratch_orgs import delete_scratch_org as delete
-
     payload = contracts.decode(contracts.DELETE_SCRATCH_ORG, (), kwargs)
     assert isinstance(payload, contracts.DeleteScratchOrg)
     runtime = get_runtime()
@@ -91,8 +86,6 @@ def delete_scratch_org(**kwargs: Any) -> None:
 
 
 def update_all_translations(**kwargs: Any) -> None:
-    from workers.installs.translations import update_all_translations as update
-
     payload = contracts.decode(contracts.UPDATE_ALL_TRANSLATIONS, (), kwargs)
     assert isinstance(payload, contracts.UpdateAllTranslations)
     update(get_runtime().db, payload.language)

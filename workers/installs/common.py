@@ -1,5 +1,5 @@
-"""Small pieces every install actor shares: the org credentials of a user, event
-words, and the exact messages users see."""
+"""Small pieces every install actor shares: the org credentials of a user and event
+words. (The exact messages users see live with the models: schema.installs.)"""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from sqlalchemy.orm import Session
 
 from schema.identity import OAuthToken
 from workers.installs.backend import OrgRef
-
-JOB_CANCELED = "Job canceled."
-JOB_INTERRUPTED = "The installation job was interrupted. Please retry the installation."
 
 # Row status → event status (rows say "complete", events say "completed").
 EVENT_STATUS = {

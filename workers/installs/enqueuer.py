@@ -13,15 +13,16 @@ preflights of the same (org, user, plan): a preflight is good for one install.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import dramatiq
 from sqlalchemy import select, text, tuple_, update
 
-from tickwork.contracts import RUN_FLOWS, RunFlows, encode
 from schema.base import utcnow
 from schema.engine import Database
 from schema.installs import Job, PreflightResult
+from tickwork.contracts import RunFlows
+from tickwork.publish import payload_message, send
+from tickwork.settings import Settings
 
 BATCH_SIZE = 500
 
@@ -29,6 +30,7 @@ BATCH_SIZE = 500
 def enqueue_pending(
     db: Database,
     broker: dramatiq.Broker,
+    settings: Settings,
     *,
     job_id: int | None = None,
     budget_s: float | None = None,
@@ -38,11 +40,10 @@ def enqueue_pending(
 
     ``budget_s`` bounds the time spent: the rest waits for the next sweep.
     """
-    actor = broker.get_actor(RUN_FLOWS)
     deadline = None if budget_s is None else time.monotonic() + budget_s
     total = 0
     while deadline is None or time.monotonic() < deadline:
-        sent = _enqueue_batch(db, broker, actor, job_id, batch_size)
+        sent = _enqueue_batch(db, broker, settings, job_id, batch_size)
         total += sent
         if sent < batch_size or job_id is not None:
             break
@@ -52,7 +53,7 @@ def enqueue_pending(
 def _enqueue_batch(
     db: Database,
     broker: dramatiq.Broker,
-    actor: dramatiq.Actor[Any, Any],
+    settings: Settings,
     job_id: int | None,
     batch_size: int,
 ) -> int:
@@ -86,8 +87,7 @@ def _enqueue_batch(
         now = utcnow()
         claimed = []
         for row in rows:
-            message = actor.message_with_options(kwargs=encode(RunFlows(job_id=row.id)))
-            broker.enqueue(message)
-            claimed.append({"id": row.id, "message_id": message.message_id, "enqueued_at": now})
+            message_id = send(broker, payload_message(settings, RunFlows(job_id=row.id)))
+            claimed.append({"id": row.id, "message_id": message_id, "enqueued_at": now})
         session.execute(update(Job), claimed)
         return len(claimed)

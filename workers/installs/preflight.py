@@ -9,7 +9,6 @@ the enqueuer invalidate it after that, or once it has been used.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import traceback
 from typing import Any
@@ -17,33 +16,18 @@ from typing import Any
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select, update
 
-from tickwork.contracts import Preflight
-from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import PreflightCheck
 from schema.engine import Database
 from schema.installs import PreflightResult
+from tickwork.contracts import Preflight
+from tickwork.events import emit
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
 from workers.installs.backend import OrgBackend, StepFailed, StepSpec, with_backoff
 from workers.installs.common import EVENT_STATUS, org_ref
 
 logger = logging.getLogger(__name__)
-
-
-def is_ready(preflight: PreflightResult, settings: Settings, now: dt.datetime) -> bool:
-    """Usable for an install: finished, still valid, recent, and without errors."""
-    lifetime = dt.timedelta(minutes=settings.preflight_lifetime_minutes)
-    return (
-        preflight.status == "complete"
-        and preflight.is_valid
-        and preflight.created_at > now - lifetime
-        and not has_errors(preflight.results)
-    )
-
-
-def has_errors(results: dict[str, Any]) -> bool:
-    return any(r.get("status") == "error" for r in results.values() if isinstance(r, dict))
 
 
 def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload: Preflight) -> str:

@@ -20,12 +20,12 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tickwork.contracts import RunFlows
-from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import Step
 from schema.engine import Database
-from schema.installs import Job, JobStepResult
+from schema.installs import JOB_CANCELED, JOB_INTERRUPTED, Job, JobStepResult
+from tickwork.contracts import RunFlows
+from tickwork.events import emit
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
 from workers.installs.backend import (
@@ -36,7 +36,7 @@ from workers.installs.backend import (
     TransientBackendError,
     with_backoff,
 )
-from workers.installs.common import EVENT_STATUS, JOB_CANCELED, JOB_INTERRUPTED, org_ref
+from workers.installs.common import EVENT_STATUS, org_ref
 
 logger = logging.getLogger(__name__)
 

@@ -19,17 +19,18 @@ import dramatiq
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from tickwork.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
-from tickwork.events import emit
 from schema.base import utcnow
 from schema.catalog import Step
 from schema.engine import Database
-from schema.installs import Job, PreflightResult
+from schema.installs import Job, PreflightResult, preflight_has_errors
 from schema.orgs import ScratchOrg
+from tickwork.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
+from tickwork.events import emit
+from tickwork.publish import publish
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
 from workers.installs.backend import OrgBackend, with_backoff
-from workers.installs.preflight import has_errors, run_preflight
+from workers.installs.preflight import run_preflight
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,7 @@ def create_scratch_org(
             raise RuntimeError(f"the preflight of the new scratch org ended {status}")
         job_id = _create_job_if_all_required(db, plan_id, user_id, info.org_id, preflight_id)
         if job_id is not None:
-            from producers.client import publish
-
-            publish(broker, EnqueueInstallJob(job_id=job_id))
+            publish(broker, settings, EnqueueInstallJob(job_id=job_id))
         with db.session() as session:
             request = session.scalar(select(ScratchOrg).where(ScratchOrg.uuid == scratch_org_uuid))
             assert request is not None
@@ -123,7 +122,7 @@ def _create_job_if_all_required(
         preflight = session.get(PreflightResult, preflight_id)
         if not steps or not all(s.is_required for s in steps):
             return None
-        if preflight is None or has_errors(preflight.results):
+        if preflight is None or preflight_has_errors(preflight.results):
             return None
         job = Job(
             plan_id=plan_id,
@@ -149,10 +148,8 @@ def _fail(
         request.email = None
         request.updated_at = utcnow()
     emit(settings, "org", scratch_org_uuid, "failed", message=reason.splitlines()[-1:])
-    from producers.client import publish
-
     try:
-        publish(broker, DeleteScratchOrg(scratch_org_uuid=scratch_org_uuid))
+        publish(broker, settings, DeleteScratchOrg(scratch_org_uuid=scratch_org_uuid))
     except Exception:
         logger.exception("could not queue delete_scratch_org for %s", scratch_org_uuid)
 

@@ -1,9 +1,2 @@
-"""Built-in jobs. Importing this package declares them all (see workers.registry)."""
-
-from workers.jobs import (
-    barycenter,  # noqa: F401
-    housekeeping,  # noqa: F401
-    installs,  # noqa: F401
-    metadeploy_maintenance,  # noqa: F401
-    sync_jobs,  # noqa: F401
-)
+"""Built-in jobs, one module per domain. :data:`workers.app.BUILT_IN_JOB_MODULES` lists
+them; importing a module declares its jobs (see :mod:`workers.registry`)."""

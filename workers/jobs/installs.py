@@ -9,7 +9,9 @@ from sqlalchemy import select
 from schema.installs import Job
 from tickwork import queues
 from workers.context import JobResult, RunContext
+from workers.installs.enqueuer import enqueue_pending
 from workers.registry import job
+from workers.runtime import get_runtime
 
 # Stop sweeping well inside the short queue's 60 s limit; the rest waits a minute.
 SWEEP_BUDGET_S = 40.0
@@ -33,8 +35,5 @@ def _has_pending(ctx: RunContext) -> str | None:
     precheck=_has_pending,
 )
 def enqueuer(ctx: RunContext) -> JobResult:
-    from workers.installs.enqueuer import enqueue_pending
-    from workers.runtime import get_runtime
-
-    sent = enqueue_pending(ctx.db, get_runtime().broker, budget_s=SWEEP_BUDGET_S)
+    sent = enqueue_pending(ctx.db, get_runtime().broker, ctx.settings, budget_s=SWEEP_BUDGET_S)
     return JobResult(records_processed=sent, output=f"enqueued {sent} install job(s)")

@@ -6,7 +6,7 @@ scrape-time collectors (queue depths, scheduler state, expected intervals):
 - ``tickwork worker``: Dramatiq's CLI forks N worker processes; they write their
   metrics (Dramatiq's and tickwork's) to the multiprocess directory. Dramatiq's own
   exposition server (port 9191) is *not* started; instead one extra process forked by
-  the same CLI (:func:`serve_worker_metrics`) serves the merged files plus the
+  the same CLI (:func:`workers.app.serve_worker_metrics`) serves the merged files plus the
   collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, so the port is unchanged).
 - ``tickwork scheduler``: a single process; a thread serves its in-memory registry
   plus the collectors on ``TICKWORK_METRICS_PORT``.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dramatiq
@@ -29,7 +29,11 @@ from dramatiq.middleware import Middleware
 
 from schema.engine import Database
 from tickwork.settings import Settings
+from workers.metrics.job_metrics import ExpectedIntervalCollector
 from workers.metrics.multiprocess import is_multiprocess, multiprocess_dir
+from workers.metrics.queue_metrics import QueueDepthCollector
+from workers.metrics.scheduler_metrics import SchedulerStateCollector
+from workers.runtime import get_runtime
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -92,10 +96,6 @@ def build_registry(
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from workers.metrics.job_metrics import ExpectedIntervalCollector
-    from workers.metrics.queue_metrics import QueueDepthCollector
-    from workers.metrics.scheduler_metrics import SchedulerStateCollector
-
     registry = CollectorRegistry(auto_describe=False)
     directory = multiprocess_dir()
     if is_multiprocess() and directory is not None:
@@ -117,8 +117,6 @@ _cached: tuple[Runtime, CollectorRegistry] | None = None  # the runtime itself: 
 def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition for this process: ``(body, content_type)``."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from workers.runtime import get_runtime
 
     global _cached
     runtime = runtime or get_runtime()
@@ -142,13 +140,9 @@ def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> thr
     return thread
 
 
-def serve_worker_metrics() -> int:
-    """Fork function of ``tickwork worker`` (run by Dramatiq's CLI in its own process)."""
-    from tickwork.settings import load_settings
-
-    settings = load_settings()
-    import workers.jobs  # noqa: F401  (declares the jobs whose expected interval is shown)
-
+def serve_merged_metrics(settings: Settings) -> int:
+    """The body of ``tickwork worker``'s metrics fork (:func:`workers.app.serve_worker_metrics`,
+    which declares the jobs first): serve until the process is told to stop."""
     registry = build_registry(settings, Database(settings), broker=None)
     try:
         thread = start_metrics_server(settings, registry)
@@ -166,8 +160,12 @@ def serve_worker_metrics() -> int:
 
 
 class WorkerMetricsServer(Middleware):
-    """Asks Dramatiq's CLI to fork :func:`serve_worker_metrics` beside the workers."""
+    """Asks Dramatiq's CLI to fork ``fork`` (a module-level function: the CLI imports it
+    by name in the new process) beside the workers, to serve the port."""
+
+    def __init__(self, fork: Callable[[], int]) -> None:
+        self._fork = fork
 
     @property
     def forks(self) -> list[Any]:
-        return [serve_worker_metrics]
+        return [self._fork]

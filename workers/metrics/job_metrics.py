@@ -25,6 +25,8 @@ from sqlalchemy import func, select
 
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig
+from workers.registry import all_jobs
+from workers.scheduler.effective import effective_schedule
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
@@ -169,8 +171,6 @@ def install_job_metrics(db: Database) -> JobMetrics:
     Every job's counters start at 0, so ``increase()`` in alert rules sees the first
     failure of a job (a series that appears at 1 has no increase to measure).
     """
-    from workers.registry import all_jobs
-
     metrics = job_metrics()
     for name in all_jobs():
         for status in ("succeeded", "failed", "skipped"):
@@ -193,10 +193,7 @@ class ExpectedIntervalCollector:
         self._db = db
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        from workers.registry import all_jobs
-        from workers.scheduler.effective import effective_schedule
+        from prometheus_client.core import GaugeMetricFamily  # after PROMETHEUS_MULTIPROC_DIR
 
         family = GaugeMetricFamily(
             "tickwork_job_expected_interval_seconds",

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
-from tickwork.settings import Settings
 from tickwork import queues
+from tickwork.settings import Settings
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric

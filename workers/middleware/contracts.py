@@ -14,8 +14,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from tickwork.contracts import CONTRACTS, decode
 from schema.messaging import DeadLetter
+from tickwork.contracts import CONTRACTS, decode
 from tickwork.errors import ValidationError
 from workers.runtime import Runtime
 

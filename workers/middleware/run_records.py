@@ -34,6 +34,7 @@ from schema.engine import Database
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.scrub import scrub
 from workers.context import JobResult, RunContext, set_current_run
+from workers.metrics.job_metrics import count_deferred_delivery
 from workers.middleware.run_record_writer import (
     FinishRun,
     RunRecordWriter,
@@ -175,7 +176,6 @@ class RunRecordMiddleware(Middleware):
             busy.heartbeat_age_s,
             delay_ms // 1000,
         )
-        from workers.metrics.job_metrics import count_deferred_delivery
 
         count_deferred_delivery(message.actor_name)
         broker.enqueue(message.copy(), delay=delay_ms)

@@ -1,10 +1,10 @@
-"""The ``tick`` actor: periodiq publishes it every minute; it runs the dispatcher."""
+"""The ``tick`` actor: the ticker publishes it every minute; it runs the dispatcher."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -12,32 +12,14 @@ from dramatiq.middleware import CurrentMessage
 from periodiq import cron
 
 from schema.base import utcnow
-from tickwork.settings import Settings
-from tickwork import queues
-from workers.runtime import get_runtime
+from schema.scheduling import JobRun
+from tickwork.contracts import CATALOGUE, TICK
+from workers.runtime import Runtime
 from workers.scheduler.dispatcher import DispatchReport, dispatch
 
 logger = logging.getLogger(__name__)
 
-TICK_ACTOR = "tick"
-
 TickHook = Callable[[DispatchReport, dt.datetime], None]
-_tick_hooks: list[TickHook] = []
-
-
-def add_tick_hook(hook: TickHook) -> None:
-    """Call ``hook(report, processed_at)`` after every dispatch (metrics); idempotent."""
-    if hook not in _tick_hooks:
-        _tick_hooks.append(hook)
-
-
-def _after_tick(report: DispatchReport) -> None:
-    processed_at = utcnow()
-    for hook in list(_tick_hooks):
-        try:
-            hook(report, processed_at)
-        except Exception:
-            logger.exception("tick hook %r failed", hook)
 
 
 def tick_time(message: dramatiq.Message[Any] | None) -> dt.datetime:
@@ -53,12 +35,44 @@ def tick_time(message: dramatiq.Message[Any] | None) -> dt.datetime:
     return utcnow()
 
 
-def run_tick() -> None:
-    runtime = get_runtime()
-    message = CurrentMessage.get_current_message()
-    tick_at = tick_time(message)
-    report = dispatch(runtime.db, runtime.broker, tick_at)
-    _after_tick(report)
+def bind_scheduler_actors(
+    broker: dramatiq.Broker,
+    runtime: Callable[[], Runtime],
+    *,
+    on_reaped: Callable[[JobRun], None],
+    tick_hooks: Sequence[TickHook] = (),
+) -> dramatiq.Actor[Any, Any]:
+    """Declare the ``tick`` actor: it dispatches the minute, reports runs found dead to
+    ``on_reaped`` (the run-record hooks), then calls each of ``tick_hooks`` (metrics)."""
+
+    def run_tick() -> None:
+        rt = runtime()
+        tick_at = tick_time(CurrentMessage.get_current_message())
+        report = dispatch(rt.db, rt.broker, tick_at, on_reaped=on_reaped)
+        processed_at = utcnow()
+        for hook in tick_hooks:
+            try:
+                hook(report, processed_at)
+            except Exception:
+                logger.exception("tick hook %r failed", hook)
+        _log(report)
+
+    settings = runtime().settings
+    decorate = dramatiq.actor(
+        actor_name=TICK,
+        queue_name=settings.queue(CATALOGUE[TICK].queue),
+        broker=broker,
+        periodic=cron("* * * * *"),
+        max_retries=3,
+        min_backoff=1000,
+        max_backoff=10000,
+        time_limit=50_000,
+    )
+    actor: dramatiq.Actor[Any, Any] = decorate(run_tick)
+    return actor
+
+
+def _log(report: DispatchReport) -> None:
     if report.held:
         logger.info("tick %s: jobs are held, nothing dispatched", report.tick_at.isoformat())
     elif report.queued or report.skipped or report.caught_up:
@@ -69,18 +83,3 @@ def run_tick() -> None:
             len(report.skipped),
             len(report.caught_up),
         )
-
-
-def bind_scheduler_actors(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
-    decorate = dramatiq.actor(
-        actor_name=TICK_ACTOR,
-        queue_name=settings.queue(queues.SCHEDULER),
-        broker=broker,
-        periodic=cron("* * * * *"),
-        max_retries=3,
-        min_backoff=1000,
-        max_backoff=10000,
-        time_limit=50_000,
-    )
-    actor: dramatiq.Actor[Any, Any] = decorate(run_tick)
-    return actor

@@ -16,11 +16,11 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig
 from tickwork.errors import ScheduleError
+from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, get_job
-from workers.scheduler.dispatcher import floor_minute, insert_run, lock_state
+from workers.scheduler.dispatcher import insert_run, lock_state
 from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run
-from tickwork.schedules import parse_interval, parse_times
 
 
 def trigger(db: Database, broker: dramatiq.Broker, job_name: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from tickwork.errors import ScheduleError
+from tickwork.schedules import floor_minute
 from workers.registry import JobSpec, all_jobs
 from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run, republish_stranded
@@ -45,10 +47,6 @@ class DispatchReport:
     reaped: list[int] = field(default_factory=list)  # ids of runs failed as "worker lost"
     republished: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (job, why not dispatched)
-
-
-def floor_minute(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
 
 def lock_state(session: Session) -> SchedulerState:
@@ -86,8 +84,13 @@ def dispatch(
     tick_at: dt.datetime,
     now: dt.datetime | None = None,
     jobs: dict[str, JobSpec] | None = None,
+    on_reaped: Callable[[JobRun], None] | None = None,
 ) -> DispatchReport:
-    """Dispatch every slot due in the minute of ``tick_at``; safe to call any number of times."""
+    """Dispatch every slot due in the minute of ``tick_at``; safe to call any number of times.
+
+    ``on_reaped`` hears of each run found to have lost its worker (failed like any other
+    run: the tick actor passes the run-record hooks, so e-mail and metrics follow).
+    """
     now = now or utcnow()
     minute = floor_minute(tick_at)
     end = minute + dt.timedelta(seconds=59)  # slots are whole seconds: (start, end]
@@ -142,13 +145,9 @@ def dispatch(
         session.flush()
         report.reaped = [run.id for run in reaped]
 
-    # Reaped runs are failures like any other: the on_finished hooks (e-mail) hear of them.
-    if reaped:
-        from workers.broker import run_record_middleware
-
-        hooks = run_record_middleware(broker)
+    if on_reaped is not None:
         for lost in reaped:
-            hooks.finished(lost)
+            on_reaped(lost)
 
     for run_id, job_name, _slot in to_publish:
         with db.session() as session:

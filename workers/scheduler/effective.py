@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
+from schema.engine import Database
 from schema.scheduling import ScheduledJobConfig
-from workers.registry import JobSpec
+from tickwork.errors import UnknownJobError
 from tickwork.schedules import (
     DailyTimesSchedule,
     IntervalSchedule,
@@ -16,6 +20,7 @@ from tickwork.schedules import (
     parse_times,
     zone,
 )
+from workers.registry import JobSpec
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,16 @@ def _override_interval(every_s: int, timezone: str, anchor: dt.datetime | None) 
     if anchor is not None:
         interval.anchor = anchor
     return interval
+
+
+def check_overrides_name_known_jobs(db: Database, known: Iterable[str]) -> None:
+    """Every schedule override in the database names a declared job; raises otherwise."""
+    known = set(known)
+    with db.session() as session:
+        names = list(session.scalars(select(ScheduledJobConfig.job_name)))
+    for name in names:
+        if name not in known:
+            raise UnknownJobError(
+                f"scheduled_job_configs has settings for {name!r}, which is not a registered "
+                f"job (known: {', '.join(sorted(known))})"
+            )

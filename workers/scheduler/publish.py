@@ -11,28 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from typing import Any
 
 import dramatiq
-from dramatiq import Message
 from sqlalchemy import select, update
 
 from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
+from tickwork.publish import message_for, send
 from workers.registry import JobSpec, get_job
 
 logger = logging.getLogger(__name__)
 
 REPUBLISH_AFTER_S = 15
-
-
-def build_message(broker: dramatiq.Broker, run: JobRun) -> Message[Any]:
-    actor = broker.get_actor(run.job_name)
-    message: Message[Any] = actor.message_with_options(kwargs={"run_id": run.id})
-    if run.message_id:
-        message = message.copy(message_id=run.message_id)
-    return message
 
 
 def publish_run(
@@ -50,9 +41,11 @@ def publish_run(
         delay_ms = int((run.scheduled_for - now).total_seconds() * 1000)
     if spec.jitter_s:
         delay_ms += random.randint(0, spec.jitter_s * 1000)
-    message = build_message(broker, run)
+    message = message_for(
+        db.settings, spec.name, spec.queue, {"run_id": run.id}, message_id=run.message_id
+    )
     try:
-        broker.enqueue(message, delay=delay_ms or None)
+        send(broker, message, delay_ms)
     except Exception:
         logger.warning(
             "could not publish run %s of %s; the next tick retries",

@@ -37,7 +37,8 @@ from schema import Base
 from schema.engine import Database
 from tests.acceptance.reliability.conftest import Figures, record
 from tests.conftest import FERNET_KEY, make_settings
-from workers.registry import all_jobs, import_job_modules
+from workers.app import import_job_modules
+from workers.registry import all_jobs
 
 # --- the system under test ------------------------------------------------------------
 

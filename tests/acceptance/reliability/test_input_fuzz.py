@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickwork.errors import ConfigError, ScheduleError
-from tickwork.settings import Settings, load_settings
 from tickwork.schedules import parse_schedule
+from tickwork.settings import Settings, load_settings
 
 _FIELDS = sorted(Settings.model_fields)
 

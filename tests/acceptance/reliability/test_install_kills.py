@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from schema.installs import JOB_INTERRUPTED
 from tests.acceptance.reliability.conftest import Figures, record
 from tests.acceptance.test_install_worker import (
     _create,
@@ -21,7 +22,6 @@ from tests.acceptance.test_install_worker import (
     _wait,
     services,  # noqa: F401  (the fixture)
 )
-from workers.installs.common import JOB_INTERRUPTED
 
 
 def test_kill_9_mid_run_flows_repeatedly_never_runs_a_step_twice(

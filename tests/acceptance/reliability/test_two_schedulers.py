@@ -54,10 +54,10 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
     workers: Callable[[], subprocess.Popen[str]],
     soak: bool,
 ) -> None:
+    from tickwork.contracts import TICK
     from tickwork.settings import load_settings
     from workers.app import build_runtime
     from workers.scheduler import control
-    from workers.scheduler.actors import TICK_ACTOR
 
     minutes = 24 * 60 if soak else 3 * 60
     end = DAY_START + dt.timedelta(minutes=minutes)
@@ -82,7 +82,7 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
             start_minute.wait()  # the same minute from both, at the same moment
             try:
                 at = DAY_START + dt.timedelta(minutes=m)
-                rt.broker.get_actor(TICK_ACTOR).send_with_options(scheduled_at=at.isoformat())
+                rt.broker.get_actor(TICK).send_with_options(scheduled_at=at.isoformat())
             except BaseException as exc:
                 failures.append(exc)
             minute_sent.wait()
