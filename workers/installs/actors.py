@@ -1,7 +1,7 @@
 """Binds the install actors to a broker (called once from ``workers.app.build_runtime``).
 
-Each actor decodes its message with its contract and hands the typed payload to the
-module that does the work. Queues and limits follow MetaDeploy: installs and scratch
+Each actor takes its typed payload (decoded once, by :class:`ContractMiddleware`) and
+hands it to the module that does the work. Queues and limits follow MetaDeploy: installs and scratch
 orgs on the long queue with ``JOB_TIME_LIMIT_S``; enqueuing and preflights on the
 short queue with ``SHORT_JOB_TIME_LIMIT_S``. ``run_flows`` is never retried by Dramatiq
 (installs are not idempotent); the others retry transient errors with backoff.
@@ -26,7 +26,7 @@ from workers.installs.run_flows import run_flows as run
 from workers.installs.scratch_orgs import create_scratch_org as create
 from workers.installs.scratch_orgs import delete_scratch_org as delete
 from workers.installs.translations import update_all_translations as update
-from workers.middleware.contracts import ContractMiddleware
+from workers.middleware.contracts import ContractMiddleware, current_payload
 from workers.runtime import Runtime, get_runtime
 
 _backends: dict[int, tuple[Runtime, OrgBackend]] = {}
@@ -48,46 +48,40 @@ def _message_id() -> str:
     return message.message_id if message is not None else ""
 
 
-def enqueue_install_job(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.ENQUEUE_INSTALL_JOB, (), kwargs)
-    assert isinstance(payload, contracts.EnqueueInstallJob)
+def enqueue_install_job(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.EnqueueInstallJob)
     runtime = get_runtime()
     enqueue_pending(runtime.db, runtime.broker, runtime.settings, job_id=payload.job_id)
 
 
-def run_flows(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.RUN_FLOWS, (), kwargs)
-    assert isinstance(payload, contracts.RunFlows)
+def run_flows(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.RunFlows)
     runtime = get_runtime()
     run(runtime.db, runtime.settings, backend_for(runtime), payload, _message_id())
 
 
-def preflight(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.PREFLIGHT, (), kwargs)
-    assert isinstance(payload, contracts.Preflight)
+def preflight(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.Preflight)
     runtime = get_runtime()
     run_preflight(runtime.db, runtime.settings, backend_for(runtime), payload)
 
 
-def create_scratch_org(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.CREATE_SCRATCH_ORG, (), kwargs)
-    assert isinstance(payload, contracts.CreateScratchOrg)
+def create_scratch_org(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.CreateScratchOrg)
     runtime = get_runtime()
     create(
         runtime.db, runtime.settings, runtime.broker, backend_for(runtime), payload.scratch_org_uuid
     )
 
 
-def delete_scratch_org(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.DELETE_SCRATCH_ORG, (), kwargs)
-    assert isinstance(payload, contracts.DeleteScratchOrg)
+def delete_scratch_org(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.DeleteScratchOrg)
     runtime = get_runtime()
     delete(runtime.db, runtime.settings, backend_for(runtime), payload.scratch_org_uuid)
 
 
-def update_all_translations(**kwargs: Any) -> None:
-    payload = contracts.decode(contracts.UPDATE_ALL_TRANSLATIONS, (), kwargs)
-    assert isinstance(payload, contracts.UpdateAllTranslations)
+def update_all_translations(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
+    payload = current_payload(contracts.UpdateAllTranslations)
     update(get_runtime().db, payload.language)
 
 
