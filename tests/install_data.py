@@ -14,7 +14,7 @@ from typing import Any
 from schema.catalog import Plan, PreflightCheck, Product, Step, Version
 from schema.engine import Database
 from schema.identity import OAuthToken, User
-from workers.installs.backend import OrgRef, StepOutcome
+from workers.installs.backends.protocol import OrgRef, StepOutcome
 
 ACCESS_TOKEN = "00Dxx0000001gPL!AQ4AQFakeSecretAccessTokenValue12345"
 

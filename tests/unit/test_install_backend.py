@@ -11,18 +11,18 @@ from schema import migrate
 from schema.engine import Database
 from tests.conftest import make_settings
 from tests.install_data import ACCESS_TOKEN
-from workers.installs.backend import (
+from workers.installs.backends.commands import run_command
+from workers.installs.backends.loader import load_backend
+from workers.installs.backends.local import LocalOrgBackend
+from workers.installs.backends.protocol import (
     BackendError,
-    LocalOrgBackend,
     OrgBackend,
     OrgRef,
     StepFailed,
     StepSpec,
     TransientBackendError,
-    load_backend,
-    run_command,
-    with_backoff,
 )
+from workers.installs.backends.retry import with_backoff
 
 ORG = OrgRef("00DORG", "https://x.my.salesforce.com", ACCESS_TOKEN)
 
@@ -115,6 +115,6 @@ def test_transient_errors_are_retried_with_backoff_and_others_are_not() -> None:
 def test_the_backend_is_chosen_by_setting(tmp_path: Path) -> None:
     db = Database(make_settings(tmp_path))
     assert isinstance(load_backend(make_settings(tmp_path), db), OrgBackend)
-    bad = make_settings(tmp_path, TICKWORK_ORG_BACKEND="workers.installs.backend:Nope")
+    bad = make_settings(tmp_path, TICKWORK_ORG_BACKEND="workers.installs.backends.local:Nope")
     with pytest.raises(BackendError, match=r"cannot load 'workers\.installs\.backend:Nope'"):
         load_backend(bad, db)

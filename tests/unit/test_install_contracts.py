@@ -81,7 +81,7 @@ def test_a_malformed_message_is_dead_lettered_and_the_worker_carries_on(
 def test_install_actors_retry_only_transient_errors(embedded: Embedded) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from workers.installs.backend import StepFailed
+    from workers.installs.backends.protocol import StepFailed
 
     retry_when = embedded.broker.get_actor("delete_scratch_org").options["retry_when"]
     assert retry_when(0, ConnectionRefusedError()) and retry_when(0, TimeoutError())

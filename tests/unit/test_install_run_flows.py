@@ -17,8 +17,8 @@ from tests.conftest import make_settings
 from tests.install_data import ACCESS_TOKEN, make_plan, make_user
 from tickwork.contracts import RunFlows
 from tickwork.events import StatusEvent, local_events
-from workers.installs.backend import (
-    LocalOrgBackend,
+from workers.installs.backends.local import LocalOrgBackend
+from workers.installs.backends.protocol import (
     OrgRef,
     StepFailed,
     StepOutcome,

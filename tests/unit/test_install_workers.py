@@ -18,7 +18,8 @@ from tests.install_data import make_plan, make_user
 from tickwork.contracts import Preflight, UpdateAllTranslations
 from tickwork.events import StatusEvent, local_events
 from tickwork.publish import publish
-from workers.installs.backend import LocalOrgBackend, OrgRef, ScratchOrgInfo, StepSpec
+from workers.installs.backends.local import LocalOrgBackend
+from workers.installs.backends.protocol import OrgRef, ScratchOrgInfo, StepSpec
 from workers.installs.enqueuer import enqueue_pending
 from workers.installs.preflight import run_preflight
 from workers.installs.scratch_orgs import INTERRUPTED, create_scratch_org

@@ -19,7 +19,9 @@ from sqlalchemy.exc import OperationalError
 from tickwork import contracts, queues
 from tickwork.errors import ValidationError
 from tickwork.settings import Settings
-from workers.installs.backend import OrgBackend, is_transient, load_backend
+from workers.installs.backends.loader import load_backend
+from workers.installs.backends.protocol import OrgBackend
+from workers.installs.backends.retry import is_transient
 from workers.installs.enqueuer import enqueue_pending
 from workers.installs.preflight import run_preflight
 from workers.installs.run_flows import run_flows as run

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schema.identity import OAuthToken
-from workers.installs.backend import OrgRef
+from workers.installs.backends.protocol import OrgRef
 
 # Row status → event status (rows say "complete", events say "completed").
 EVENT_STATUS = {

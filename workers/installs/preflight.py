@@ -24,7 +24,8 @@ from tickwork.contracts import Preflight
 from tickwork.events import emit
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
-from workers.installs.backend import OrgBackend, StepFailed, StepSpec, with_backoff
+from workers.installs.backends.protocol import OrgBackend, StepFailed, StepSpec
+from workers.installs.backends.retry import with_backoff
 from workers.installs.common import EVENT_STATUS, org_ref
 
 logger = logging.getLogger(__name__)

@@ -28,14 +28,14 @@ from tickwork.contracts import RunFlows
 from tickwork.events import emit
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
-from workers.installs.backend import (
+from workers.installs.backends.protocol import (
     OrgBackend,
     OrgRef,
     StepFailed,
     StepSpec,
     TransientBackendError,
-    with_backoff,
 )
+from workers.installs.backends.retry import with_backoff
 from workers.installs.common import EVENT_STATUS, org_ref
 
 logger = logging.getLogger(__name__)

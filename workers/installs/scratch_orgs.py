@@ -29,7 +29,8 @@ from tickwork.events import emit
 from tickwork.publish import publish
 from tickwork.scrub import scrub
 from tickwork.settings import Settings
-from workers.installs.backend import OrgBackend, with_backoff
+from workers.installs.backends.protocol import OrgBackend
+from workers.installs.backends.retry import with_backoff
 from workers.installs.preflight import run_preflight
 
 logger = logging.getLogger(__name__)
