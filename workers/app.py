@@ -6,7 +6,10 @@ worker process; :data:`broker` is then the configured broker with every job boun
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
+from dramatiq.middleware import Middleware
 
 from schema.engine import Database
 from tickwork.settings import Settings, load_settings
@@ -59,11 +62,19 @@ def __getattr__(name: str) -> object:
 
 def setup() -> None:
     """Entry point for ``dramatiq workers.app:setup`` (each worker process calls it)."""
-    import logging
-
     from producers.checks import check_registered_schedules
+    from tickwork.logs import configure_logging
 
     settings = load_settings()
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # Dramatiq's CLI runs with --skip-logging: this process logs like every other one,
+    # to its stderr, which Dramatiq's main process reads and writes out line by line.
+    configure_logging(settings.log_level, settings.log_format, role="worker")
     check_registered_schedules(settings)
-    build_runtime(settings)
+    build_runtime(settings).broker.add_middleware(StopLine())
+
+
+class StopLine(Middleware):
+    """One INFO line when a worker process has stopped (its threads finished)."""
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
+        logging.getLogger(__name__).info("worker process stopped")

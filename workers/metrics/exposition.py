@@ -7,10 +7,13 @@ scrape-time collectors (queue depths, scheduler state, expected intervals):
   metrics (Dramatiq's and tickwork's) to the multiprocess directory. Dramatiq's own
   exposition server (port 9191) is *not* started; instead one extra process forked by
   the same CLI (:func:`serve_worker_metrics`) serves the merged files plus the
-  collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, so the port is unchanged).
+  collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, Dramatiq's usual port).
 - ``tickwork scheduler``: a single process; a thread serves its in-memory registry
-  plus the collectors on ``TICKWORK_METRICS_PORT``.
-- the admin API calls :func:`render_metrics` for its ``/metrics`` route.
+  plus the collectors on ``TICKWORK_METRICS_PORT`` (9192 by default, so a worker and a
+  scheduler on one host do not collide).
+- the admin API calls :func:`render_metrics` for its ``/metrics`` route (the API port).
+
+``TICKWORK_METRICS_PORT`` set overrides the role's default; 0 disables the endpoint.
 
 A collector that fails (database or broker down) drops out of that scrape and
 ``tickwork_metrics_collector_up{collector}`` turns 0; the rest is still served.
@@ -129,39 +132,56 @@ def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> threading.Thread:
-    """Serve ``registry`` on ``settings.metrics_host:metrics_port`` in a daemon thread."""
+DEFAULT_METRICS_PORTS = {"worker": 9191, "scheduler": 9192}
+
+
+def metrics_port(settings: Settings, role: str) -> int:
+    """The metrics port of a ``role`` process: TICKWORK_METRICS_PORT when set, else the
+    role's own default (0: no endpoint)."""
+    if settings.metrics_port is not None:
+        return settings.metrics_port
+    return DEFAULT_METRICS_PORTS.get(role, 0)
+
+
+def start_metrics_server(
+    settings: Settings, registry: CollectorRegistry, role: str = "scheduler"
+) -> threading.Thread:
+    """Serve ``registry`` on ``metrics_host`` and the role's port in a daemon thread."""
     from prometheus_client import start_http_server
 
-    _server, thread = start_http_server(
-        settings.metrics_port, addr=settings.metrics_host, registry=registry
-    )
-    logger.info(
-        "metrics served on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
-    )
+    port = metrics_port(settings, role)
+    _server, thread = start_http_server(port, addr=settings.metrics_host, registry=registry)
+    logger.info("metrics served on http://%s:%d/metrics", settings.metrics_host, port)
     return thread
 
 
 def serve_worker_metrics() -> int:
     """Fork function of ``tickwork worker`` (run by Dramatiq's CLI in its own process)."""
+    from tickwork.logs import configure_logging
     from tickwork.settings import load_settings
 
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format, role="worker")
     import workers.jobs  # noqa: F401  (declares the jobs whose expected interval is shown)
 
-    registry = build_registry(settings, Database(settings), broker=None)
+    database = Database(settings)
+    registry = build_registry(settings, database, broker=None)
     try:
-        thread = start_metrics_server(settings, registry)
+        thread = start_metrics_server(settings, registry, role="worker")
     except OSError as exc:
         logger.error(
-            "TICKWORK_METRICS_PORT: cannot serve metrics on %s:%d (%s)",
+            "TICKWORK_METRICS_PORT: cannot serve metrics on %s:%d (%s); metrics are NOT served",
             settings.metrics_host,
-            settings.metrics_port,
+            metrics_port(settings, "worker"),
             exc,
         )
         return 1
-    while thread.is_alive():
-        time.sleep(1)  # SIGTERM ends the fork process through Dramatiq's handler
+    try:
+        while thread.is_alive():
+            time.sleep(1)  # SIGTERM ends the fork process through Dramatiq's handler
+    finally:  # Dramatiq's SIGTERM handler raises SystemExit(0) here
+        database.dispose()
+        logger.info("metrics process stopped")
     return 0
 
 
