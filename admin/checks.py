@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import text
 
@@ -15,28 +16,42 @@ from workers.registry import all_jobs
 from workers.scheduler.effective import check_overrides_name_known_jobs
 
 
-def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
-    ok = True
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def collect_checks(
+    settings: Settings, open_db: Callable[[Settings], Database] | None = None
+) -> list[CheckResult]:
+    """Every check, in order; a failure is one line of detail, never an exception.
+
+    ``open_db`` opens the database (the CLI's creates and migrates an embedded SQLite file
+    on first use); by default the database is only opened.
+    """
+    results: list[CheckResult] = []
 
     def report(name: str, fn: Callable[[], str]) -> None:
-        nonlocal ok
         try:
-            detail = fn()
-            say(f"ok    {name}: {detail}")
-        except (TickworkError, Exception) as exc:  # every failure becomes one line
-            ok = False
-            say(f"FAIL  {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            results.append(CheckResult(name, True, fn()))
+        except Exception as exc:  # every failure becomes one line
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            results.append(CheckResult(name, False, text))
 
-    say(
-        "ok    settings: "
-        + ("embedded" if settings.embedded_broker else "rabbitmq")
-        + (" + sqlite" if settings.is_sqlite else " + postgresql")
+    results.append(
+        CheckResult(
+            "settings",
+            True,
+            ("embedded" if settings.embedded_broker else "rabbitmq")
+            + (" + sqlite" if settings.is_sqlite else " + postgresql"),
+        )
     )
-
     db_holder: list[Database] = []
 
     def database() -> str:
-        db = Database(settings)
+        db = open_db(settings) if open_db is not None else Database(settings)
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         current, head = migrate.current_revision(db.engine), migrate.head_revision()
@@ -73,4 +88,12 @@ def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
     report("schedules", schedules)
     for db in db_holder:
         db.dispose()
-    return ok
+    return results
+
+
+def run_checks(settings: Settings, say: Callable[[str], None]) -> bool:
+    """The checks as text lines (``ok    database: ...``); True if all passed."""
+    results = collect_checks(settings)
+    for result in results:
+        say(f"{'ok  ' if result.ok else 'FAIL'}  {result.name}: {result.detail}")
+    return all(result.ok for result in results)

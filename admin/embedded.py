@@ -9,19 +9,28 @@ processes on RabbitMQ.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from dramatiq import Worker
 
+from admin.api import create_app
 from producers.ticker import EmbeddedTicker
 from schema import migrate
 from schema.engine import Database
-from tickwork.settings import Settings
+from tickwork.settings import Settings, hide_password
 from workers.app import build_runtime, import_job_modules
 from workers.registry import all_jobs
 from workers.scheduler.effective import check_overrides_name_known_jobs
 
 logger = logging.getLogger(__name__)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for uvicorn (``Server.run(sockets=...)``):
+    bound before anything says the API is served, so a taken port is known for sure."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family)
 
 
 class EmbeddedSystem:
@@ -40,6 +49,7 @@ class EmbeddedSystem:
         self.ticker = EmbeddedTicker(self.runtime.broker, self.runtime.settings)
         self.api_server: Any = None
         self.api_thread: Any = None
+        self.api_unavailable: str | None = None  # why the admin page is not served
 
     def start(self) -> None:
         self.worker.start()
@@ -47,33 +57,47 @@ class EmbeddedSystem:
         self._start_api()
 
     def _start_api(self) -> None:
-        """The admin API and page on api_host:api_port, in a thread; a taken port is
-        logged and the rest keeps running (jobs matter more than the page)."""
-        import socket
+        """The admin API and page on api_host:api_port, in a thread.
+
+        The port is bound here, before anything is announced, and handed to uvicorn: a
+        taken port (e.g. a second `tickwork run`) is known for sure, said once, and the
+        rest keeps running -- jobs matter more than the page, and the port may be held by
+        an unrelated program. The banner then says the page is not served.
+        """
         import threading
 
         import uvicorn
 
-        from admin.api import create_app
-
         host, port = self.settings.api_host, self.settings.api_port
         try:
-            with socket.create_server((host, port)):
-                pass
+            sock = listen_socket(host, port)
         except OSError as exc:
-            logger.error("admin API not started: cannot listen on %s:%s (%s)", host, port, exc)
+            reason = exc.strerror or str(exc)
+            self.api_unavailable = f"cannot listen on {host}:{port} ({reason})"
+            logger.warning(
+                "admin page NOT served: %s; another `tickwork run` or program holds the port "
+                "-- set TICKWORK_API_PORT to a free one. Jobs and the scheduler run regardless.",
+                self.api_unavailable,
+            )
             return
         app = create_app(self.settings, self.db, self.runtime.broker)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        # log_config=None: uvicorn's records go to tickwork's handler, in its format.
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
         self.api_server = uvicorn.Server(config)
-        self.api_thread = threading.Thread(target=self.api_server.run, daemon=True, name="api")
+        self.api_thread = threading.Thread(
+            target=self.api_server.run, kwargs={"sockets": [sock]}, daemon=True, name="api"
+        )
         self.api_thread.start()
 
     def banner(self) -> str:
+        if self.api_unavailable is None:
+            page = f"admin page http://{self.settings.api_host}:{self.settings.api_port}/"
+        else:
+            page = f"admin page NOT served ({self.api_unavailable}; set TICKWORK_API_PORT)"
         return (
-            f"tickwork running (embedded): database {self.settings.sqlalchemy_url}, "
-            f"in-process broker, {self.settings.worker_threads} worker threads, admin page "
-            f"http://{self.settings.api_host}:{self.settings.api_port}/. Ctrl-C stops."
+            f"tickwork running (embedded): database {hide_password(self.settings.sqlalchemy_url)}, "
+            f"in-process broker, {self.settings.worker_threads} worker threads, {page}. "
+            "Ctrl-C stops."
         )
 
     def stop(self) -> None:

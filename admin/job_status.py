@@ -66,6 +66,13 @@ def _latest(db: Database, *conditions: Any) -> dict[str, tuple[dt.datetime, str]
         }
 
 
+def hold_state(db: Database) -> tuple[bool, dt.datetime | None]:
+    """Whether jobs are held (``tickwork hold``), and since when."""
+    with db.session() as session:
+        state = session.get(SchedulerState, 1)
+        return (bool(state and state.held), state.held_at if state else None)
+
+
 def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus]:
     now = now or utcnow()
     with db.session() as session:

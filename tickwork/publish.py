@@ -17,6 +17,7 @@ from dramatiq import Message
 
 from tickwork.contracts import CATALOGUE, Contract, actor_for, encode
 from tickwork.errors import ConfigError
+from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
 from tickwork.settings import Settings
 
 
@@ -83,9 +84,7 @@ def sender_broker(settings: Settings) -> dramatiq.Broker:
             "TICKWORK_BROKER_URL: sending from another process needs RabbitMQ (amqp://...); "
             "in the embedded mode, send through the running system's broker"
         )
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
-    return RabbitmqBroker(
+    return FreshConnectionsRabbitmqBroker(
         url=with_heartbeat(settings.broker_url or ""),
         confirm_delivery=settings.broker_confirm_delivery,
         middleware=[],

@@ -8,8 +8,9 @@ variable and says what was wrong (:class:`tickwork.errors.ConfigError`).
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -170,9 +171,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         1_048_576, ge=1_024, description="Larger messages are dead-lettered, not processed."
     )
-    heartbeat_file: Path = Field(
-        Path("/tmp/tickwork-heartbeat"),
-        description="Worker/scheduler touch this while alive; `tickwork probe liveness` reads it.",
+    heartbeat_file: Path | None = Field(
+        None,
+        description="Worker/scheduler touch this while alive; `tickwork probe liveness` reads "
+        "it. Unset: one file per data dir and process role in the temp dir, "
+        "`tickwork-heartbeat-<role>-<hash of data_dir>` (logged at start).",
     )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, le=300, description="How often the heartbeat file is touched."
@@ -181,14 +184,26 @@ class Settings(BaseSettings):
     # --- HTTP and metrics ------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Admin API listen address.")
     api_port: int = Field(8080, ge=1, le=65535, description="Admin API port.")
-    metrics_port: int = Field(9191, ge=0, le=65535, description="0 disables the endpoint.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Metrics endpoint of `tickwork worker` / `tickwork scheduler`; unset: 9191 "
+        "for the worker, 9192 for the scheduler (the API serves /metrics on its own port); "
+        "0 disables it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines of every process: text, or json (one object per line: time, "
+        "level, logger, message, role, pid; for Loki/ELK).",
     )
 
     # --- installs ----------------------------------------------------------------------
     org_backend: str = Field(
-        "workers.installs.backend:LocalOrgBackend",
+        "workers.installs.backends.local:LocalOrgBackend",
         description="OrgBackend class (module:Class) that runs steps and creates scratch orgs.",
     )
     install_step_timeout_s: int = Field(
@@ -325,17 +340,136 @@ def _env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    field = str(error["loc"][0]) if error.get("loc") else "?"
+def hide_password(value: str) -> str:
+    """A URL with its password replaced by ``***`` (other text unchanged)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if not parts.password:
+        return value
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[1]}").geturl()
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def in_plain_words(
+    error: Mapping[str, Any],
+    *,
+    bounds: Mapping[str, Any] | None = None,
+    whole: bool | None = None,
+    secret: bool = False,
+) -> str:
+    """One pydantic error as tickwork says it: what was expected, what was given.
+
+    ``bounds`` (``ge``/``gt``/``le``/``lt``) and ``whole`` (int or float) describe the
+    value wanted, when the caller knows them; ``secret`` keeps the value out of the text.
+    """
+    kind = str(error.get("type", ""))
+    ctx = dict(error.get("ctx") or {})
     value = error.get("input")
-    message = str(error.get("msg", "is invalid"))
-    message = message.removeprefix("Value error, ")
-    shown = (
-        ""
-        if isinstance(value, dict) or field in ("fernet_key", "smtp_password")
-        else (f" (got {value!r})")
-    )
-    return f"{_env_name(field)}: {message}{shown}"
+    if secret or isinstance(value, dict):
+        shown = ""
+    else:
+        shown = repr(hide_password(value) if isinstance(value, str) else value)
+    got = f", got {shown}" if shown else ""
+    numeric = (
+        "int_parsing", "int_type", "int_from_float", "float_parsing", "float_type",
+        "finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+    )  # fmt: skip
+    if kind in numeric:
+        if whole is None:
+            whole = kind.startswith("int")
+        limits = dict(bounds or {}) or ctx
+        low = ("ge", limits["ge"]) if "ge" in limits else ("gt", limits.get("gt"))
+        high = ("le", limits["le"]) if "le" in limits else ("lt", limits.get("lt"))
+        wanted = "a whole number" if whole else "a number"
+        if low[1] is not None and high[1] is not None and (low[0], high[0]) == ("ge", "le"):
+            wanted += f" from {_number(low[1])} to {_number(high[1])}"
+        else:
+            parts = []
+            if low[1] is not None:
+                parts.append(("at least " if low[0] == "ge" else "above ") + _number(low[1]))
+            if high[1] is not None:
+                parts.append(("at most " if high[0] == "le" else "below ") + _number(high[1]))
+            if parts:
+                wanted += (" of " if parts[0].startswith("at ") else " ") + " and ".join(parts)
+        return f"expected {wanted}{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false (also yes/no, on/off, 1/0){got}"
+    if kind in ("literal_error", "enum"):
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        return f"expected {expected}{got}"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_too_long":
+        return f"expected at most {ctx.get('max_length')} characters{got}"
+    if kind == "string_too_short":
+        return f"expected at least {ctx.get('min_length')} characters{got}"
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    message = message.removeprefix("Assertion failed, ")
+    if message.startswith("Input should be "):
+        return "expected " + message.removeprefix("Input should be ").split(",")[0] + got
+    return f"{message} (got {shown})" if shown else message
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """A validation error as one line naming the variable, in plain words."""
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    info = Settings.model_fields.get(field)
+    bounds: dict[str, Any] = {}
+    whole = None
+    secret = False
+    if info is not None:
+        for item in info.metadata:
+            for key in ("ge", "gt", "le", "lt"):
+                if getattr(item, key, None) is not None:
+                    bounds[key] = getattr(item, key)
+        whole = info.annotation is int if info.annotation in (int, float) else None
+        secret = "SecretStr" in str(info.annotation)
+    message = in_plain_words(error, bounds=bounds or None, whole=whole, secret=secret)
+    return f"{_env_name(field)}: {message}"
+
+
+_env_twin_source: Callable[[], Iterable[str]] = tuple
+
+
+def accept_env_twins(source: Callable[[], Iterable[str]]) -> None:
+    """Accept the environment twins of command-line options that are not settings (e.g.
+    ``TICKWORK_JOBS_FORMAT`` for ``tickwork jobs --format``): the CLI reads them itself.
+    The CLI registers ``source`` (read from its typer app, so the list cannot drift); it
+    is called only when some ``TICKWORK_*`` name is not a setting. Processes forked by
+    the CLI (Dramatiq's workers) inherit it."""
+    global _env_twin_source
+    _env_twin_source = source
+
+
+def _cli_only_env_names() -> frozenset[str]:
+    return frozenset(_env_twin_source())
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``TICKWORK_*`` variable that is neither a setting nor an option's
+    twin, with the closest known name when there is one."""
+    known = {_env_name(name) for name in Settings.model_fields}
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    if not unknown:
+        return []
+    accepted = known | _cli_only_env_names()
+    lines = []
+    for name in unknown:
+        if name in accepted:
+            continue
+        close = difflib.get_close_matches(name, sorted(accepted), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name}: unknown setting{hint} (every setting: `tickwork settings`)")
+    return lines
 
 
 def settings_table() -> str:
@@ -348,27 +482,39 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def _values(env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        name: env[_env_name(name)] for name in Settings.model_fields if _env_name(name) in env
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings from ``environ`` (default ``os.environ``) plus explicit overrides.
 
     Raises :class:`ConfigError` with one line naming the first bad variable.
     """
     env = dict(os.environ if environ is None else environ)
-    known = {_env_name(name) for name in Settings.model_fields}
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    unknown = unknown_settings(env)
     if unknown:
-        raise ConfigError(
-            f"{unknown[0]}: unknown setting (known: see `tickwork check --help` or README)"
-        )
-    values: dict[str, Any] = {
-        name: env[_env_name(name)] for name in Settings.model_fields if _env_name(name) in env
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        raise ConfigError(unknown[0])
     try:
         # model_validate takes exactly these values: the environment is read once, above.
-        return Settings.model_validate(values)
+        return Settings.model_validate(_values(env, overrides))
     except pydantic.ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def settings_problems(environ: Mapping[str, str] | None = None, **overrides: Any) -> list[str]:
+    """Every line :func:`load_settings` could stop at (it names only the first)."""
+    env = dict(os.environ if environ is None else environ)
+    problems = unknown_settings(env)
+    try:
+        Settings.model_validate(_values(env, overrides))
+    except pydantic.ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors()]
+    return problems
 
 
 def write_settings_table(readme: Path) -> None:

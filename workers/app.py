@@ -14,10 +14,10 @@ import logging
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from tickwork.logs import configure_logging
 
 from schema.engine import Database
 from tickwork.errors import ConfigError
+from tickwork.logs import configure_logging
 from tickwork.settings import Settings, load_settings
 from workers.broker import build_broker, run_record_middleware
 from workers.installs.actors import bind_install_actors
@@ -94,7 +94,7 @@ def serve_worker_metrics() -> int:
     """The metrics process of ``tickwork worker`` (Dramatiq's CLI forks it by this name):
     declares every job module's jobs, so each has its per-job gauges, then serves."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, role="worker-metrics")
+    configure_logging(settings.log_level, settings.log_format, role="worker")
     import_job_modules(settings)
     return serve_merged_metrics(settings)
 

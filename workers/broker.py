@@ -6,7 +6,9 @@ embedded mode and in unit tests is what runs in production.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -23,16 +25,19 @@ from dramatiq.middleware import (
 from periodiq import PeriodiqMiddleware
 
 from tickwork.contracts import TICK
+from tickwork.logs import process_role
 from tickwork.publish import with_heartbeat
 from tickwork.settings import Settings
 from workers.dead_letters import DeadLetteringRabbitmqBroker
-from workers.heartbeat import HeartbeatMiddleware
-from workers.metrics.exposition import WorkerMetricsServer
+from workers.heartbeat import HeartbeatMiddleware, heartbeat_path
+from workers.metrics.exposition import WorkerMetricsServer, metrics_port
 from workers.metrics.multiprocess import dramatiq_prometheus, is_multiprocess
 from workers.metrics.scheduler_metrics import TickPublishMetrics
 from workers.middleware.poison import PoisonMiddleware
 from workers.middleware.run_records import RunRecordMiddleware
 from workers.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 def build_middleware(
@@ -52,7 +57,7 @@ def build_middleware(
         CurrentMessage(),
         # Late ticks are dropped: the next tick covers the gap (catch-up policy).
         PeriodiqMiddleware(skip_delay=settings.tick_skip_after_s),
-        HeartbeatMiddleware(settings.heartbeat_file, settings.heartbeat_interval_s),
+        HeartbeatMiddleware(lambda: _heartbeat_file(settings), settings.heartbeat_interval_s),
         PoisonMiddleware(runtime, settings.max_message_bytes),
         RunRecordMiddleware(runtime),
         Retries(
@@ -63,6 +68,16 @@ def build_middleware(
     ]
 
 
+def _heartbeat_file(settings: Settings) -> Path | None:
+    """Where this process's worker beats: `tickwork worker` and `tickwork run` only (by
+    role, unless TICKWORK_HEARTBEAT_FILE names the file). A Dramatiq worker started in any
+    other process (tests, scripts) has no liveness probe, so no file of its own."""
+    role = process_role()
+    if settings.heartbeat_file is None and role not in ("worker", "run"):
+        return None
+    return heartbeat_path(settings, role)
+
+
 def _metrics_middleware(
     settings: Settings, metrics_fork: Callable[[], int] | None
 ) -> list[Middleware]:
@@ -71,7 +86,7 @@ def _metrics_middleware(
     stack: list[Middleware] = [TickPublishMetrics(TICK)]
     if is_multiprocess() and not settings.embedded_broker:
         stack.insert(0, dramatiq_prometheus())
-        if settings.metrics_port and metrics_fork is not None:
+        if metrics_port(settings, "worker") and metrics_fork is not None:
             stack.append(WorkerMetricsServer(metrics_fork))
     return stack
 
@@ -88,7 +103,6 @@ def build_broker(
         broker.emit_after("process_boot")
     else:
         url = with_heartbeat(settings.broker_url or "")
-
         broker = DeadLetteringRabbitmqBroker(
             url=url,
             middleware=middleware,

@@ -17,9 +17,10 @@ import threading
 import uuid
 from typing import Any
 
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 
 from schema.messaging import DeadLetter
+from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
 from workers.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
         )
 
 
-class DeadLetteringRabbitmqBroker(RabbitmqBroker):
+class DeadLetteringRabbitmqBroker(FreshConnectionsRabbitmqBroker):
     """Dramatiq's RabbitMQ broker with :class:`DeadLetteringConsumer`."""
 
     @property

@@ -9,18 +9,39 @@ other question (``tickwork probe readiness``): can we reach the database and the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
+if TYPE_CHECKING:
+    from tickwork.settings import Settings
+
 logger = logging.getLogger(__name__)
+
+
+def heartbeat_path(settings: Settings, role: str) -> Path:
+    """The heartbeat file of a ``role`` process (worker, scheduler, run).
+
+    ``TICKWORK_HEARTBEAT_FILE`` when set; otherwise a file of its own per data dir and
+    role in the temp dir, so another tickwork on the same host (another data dir, or the
+    other role) can never keep this process's liveness fresh. The temp dir, not the data
+    dir: a production data dir may be read-only, the temp dir is writable everywhere
+    tickwork runs (the Kubernetes manifests mount one).
+    """
+    if settings.heartbeat_file is not None:
+        return settings.heartbeat_file
+    data_dir = str(settings.data_dir.expanduser().resolve())
+    digest = hashlib.sha256(data_dir.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tickwork-heartbeat-{role}-{digest}"
 
 
 def beat(path: Path) -> None:
@@ -56,30 +77,49 @@ class Heartbeat:
         self._stop.set()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 if self.alive():
                     beat(self.path)
-            except OSError:
-                logger.exception("cannot write heartbeat file %s", self.path)
+                    if failing:
+                        logger.info("heartbeat file %s written again", self.path)
+                    failing = False
+            except OSError as exc:
+                if not failing:  # once, not every interval: liveness probes will fail
+                    logger.error("cannot write heartbeat file %s: %s", self.path, exc)
+                failing = True
             self._stop.wait(self.interval_s)
 
 
 class HeartbeatMiddleware(Middleware):
     """Starts a heartbeat in each worker process once its threads run; it stops beating
-    when every worker thread has died (a wedged or crashed worker gets restarted)."""
+    when every worker thread has died (a wedged or crashed worker gets restarted).
 
-    def __init__(self, path: Path, interval_s: float) -> None:
-        self.path = path
+    ``path`` is a file, or a function giving it when the worker boots: the default file
+    depends on the process role (``worker`` for `tickwork worker`, ``run`` for `tickwork
+    run`), known only once the process has started."""
+
+    def __init__(self, path: Path | Callable[[], Path | None], interval_s: float) -> None:
+        self._path = path
         self.interval_s = interval_s
         self._heartbeat: Heartbeat | None = None
+
+    @property
+    def path(self) -> Path | None:
+        """The file to beat, or None: no heartbeat in this process."""
+        return self._path if isinstance(self._path, Path) else self._path()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         def alive() -> bool:
             threads = list(getattr(worker, "workers", []))
             return bool(threads) and any(t.is_alive() for t in threads)
 
-        self._heartbeat = Heartbeat(self.path, self.interval_s, alive)
+        path = self.path
+        if path is None:
+            return
+        logger.info("liveness heartbeat: %s, every %g s", path, self.interval_s)
+        self._heartbeat = Heartbeat(path, self.interval_s, alive)
         self._heartbeat.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:

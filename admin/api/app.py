@@ -22,7 +22,9 @@ from schema.engine import Database
 from schema.scheduling import SchedulerState
 from tickwork.errors import ScheduleError, UnknownJobError, ValidationError
 from tickwork.settings import Settings
+from workers.metrics.exposition import render_metrics
 from workers.registry import get_job
+from workers.runtime import Runtime
 from workers.scheduler import control
 
 WEB = FilePath(__file__).resolve().parent.parent / "web"
@@ -40,6 +42,7 @@ BAD_BODY: Responses = {400: {"model": models.Problem, "description": "body is no
 
 
 def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> FastAPI:
+    served = Runtime(settings=settings, db=db, broker=broker)  # what /metrics reports on
     app = FastAPI(
         title="tickwork admin API",
         version="1",
@@ -181,9 +184,7 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        from workers.metrics.exposition import render_metrics
-
-        body, content_type = render_metrics()
+        body, content_type = render_metrics(served)
         return Response(body, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -1,19 +1,29 @@
-"""``tickwork api-token create|list|revoke``: bearer tokens for the admin API."""
+"""``tickwork api-token create|list|revoke``: bearer tokens for the admin API.
+
+Imports inside commands: each command imports what it needs when it runs, so that
+``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
+worker runtime and the web stack (about half of the CLI's start-up time).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from admin.cli.common import fail, handles_errors, settings
-from schema.engine import Database
+from admin.cli import output
+from admin.cli.common import fail, handles_errors, open_database
+from admin.cli.output import Column, Format
+
+if TYPE_CHECKING:
+    from schema.engine import Database
 
 app = typer.Typer(help="Admin API tokens (shown once, stored hashed).", no_args_is_help=True)
 
 
 def _db() -> Database:
-    return Database(settings())
+    """The database (created and migrated on first use in embedded mode)."""
+    return open_database()
 
 
 @app.command()
@@ -32,16 +42,47 @@ def create(name: Annotated[str, typer.Argument(help="What the token is for.")]) 
 
 @app.command("list")
 @handles_errors
-def list_tokens() -> None:
-    """Tokens: id, name, prefix, created, last used."""
+def list_tokens(
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help=output.FORMAT_HELP)
+    ] = Format.table,
+) -> None:
+    """Tokens: id, name, prefix, created, last used (never the token itself)."""
     from admin.api.auth import list_tokens as rows
 
-    for token in rows(_db()):
-        used = token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else "never"
-        typer.echo(
-            f"{token.id:>4}  {token.name:<24} {token.prefix}…  "
-            f"created {token.created_at.isoformat(timespec='seconds')}  used {used}"
-        )
+    tokens = rows(_db())
+    output.render(
+        format,
+        title="API tokens",
+        columns=[
+            Column("id", "id", wrap=False, justify="right"),
+            Column("name", "name"),
+            Column("prefix", "prefix", wrap=False),
+            Column("created", "created", min_width=12),
+            Column("used", "last used", min_width=12),
+        ],
+        rows=[
+            {
+                "id": str(t.id),
+                "name": t.name,
+                "prefix": f"{t.prefix}…",
+                "created": output.when(t.created_at),
+                "used": output.when(t.last_used_at, "never"),
+            }
+            for t in tokens
+        ],
+        data=[
+            {
+                "id": t.id,
+                "name": t.name,
+                "prefix": t.prefix,
+                "created_at": output.iso(t.created_at),
+                "last_used_at": output.iso(t.last_used_at),
+            }
+            for t in tokens
+        ],
+        empty="no API tokens (create one with `tickwork api-token create NAME`)",
+    )
 
 
 @app.command()

@@ -2,6 +2,10 @@
 
 Every option has an environment-variable twin (shown in ``--help``); the settings
 themselves are documented in the README's configuration table.
+
+Imports inside commands: each command imports what it needs when it runs, so that
+``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
+worker runtime and the web stack (about half of the CLI's start-up time).
 """
 
 from __future__ import annotations
@@ -17,16 +21,32 @@ import typer
 
 from admin.cli import api_tokens as api_tokens_cli
 from admin.cli import jobs as jobs_cli
+from admin.cli import output
 from admin.cli import probe as probe_cli
 from admin.cli import schedule as schedule_cli
-from admin.cli.common import fail, handles_errors, set_overrides, settings, setup_logging
+from admin.cli.common import (
+    EXIT_CODES,
+    TickworkGroup,
+    cli_env_twins,
+    fail,
+    handles_errors,
+    register_app,
+    set_flags,
+    set_overrides,
+    settings,
+    setup_logging,
+)
 from tickwork.errors import ConfigError
+from tickwork.settings import accept_env_twins
 
 app = typer.Typer(
     name="tickwork",
+    cls=TickworkGroup,
     help="Background jobs and scheduled maintenance on Dramatiq + RabbitMQ.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 app.add_typer(jobs_cli.app, name="jobs")
@@ -35,10 +55,32 @@ app.add_typer(probe_cli.app, name="probe")
 app.add_typer(api_tokens_cli.app, name="api-token")
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
+register_app(app)
+# Options' environment twins (TICKWORK_JOBS_FORMAT, ...) are accepted beside the settings.
+accept_env_twins(lambda: cli_env_twins())
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"tickwork {version('tickwork')}")
+    except PackageNotFoundError:
+        typer.echo("tickwork (version unknown: not installed; run `pip install -e .`)")
+    raise typer.Exit(0)
 
 
 @app.callback()
 def _global(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
     database_url: Annotated[
         str | None, typer.Option(envvar="TICKWORK_DATABASE_URL", help="Database URL.")
     ] = None,
@@ -54,7 +96,19 @@ def _global(
     ] = None,
 ) -> None:
     set_overrides(
-        database_url=database_url, broker_url=broker_url, data_dir=data_dir, log_level=log_level
+        database_url=database_url,
+        broker_url=broker_url,
+        data_dir=data_dir,
+        log_level=log_level.upper() if log_level else None,
+    )
+    given = ("database_url", "broker_url", "data_dir", "log_level")
+    set_flags(
+        {
+            name
+            for name in given
+            if (source := ctx.get_parameter_source(name)) is not None
+            and source.name == "COMMANDLINE"
+        }
     )
 
 
@@ -76,12 +130,71 @@ def migrate() -> None:
 
 @app.command()
 @handles_errors
-def check() -> None:
-    """Check settings, database (reachable, at head), broker, and job schedules."""
-    from admin.checks import run_checks
+def check(
+    format: Annotated[
+        output.Format, typer.Option("--format", "-f", help=output.FORMAT_HELP)
+    ] = output.Format.table,
+) -> None:
+    """Check settings, database (reachable, at head), broker, and job schedules.
 
-    ok = run_checks(settings(), typer.echo)
-    raise typer.Exit(0 if ok else 1)
+    Exit 0 if every check passed, 1 if one failed.
+    """
+    from admin.checks import collect_checks
+    from admin.cli.common import open_database
+
+    results = collect_checks(settings(), open_database)
+    output.render(
+        format,
+        title="tickwork check",
+        columns=[
+            output.Column("result", "result", wrap=False),
+            output.Column("check", "check", wrap=False),
+            output.Column("detail", "detail"),
+        ],
+        rows=[
+            {"result": output.passed(r.ok), "check": r.name, "detail": r.detail} for r in results
+        ],
+        data=[{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results],
+    )
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+@app.command("settings")
+@handles_errors
+def settings_command(
+    format: Annotated[
+        output.Format, typer.Option("--format", "-f", help=output.FORMAT_HELP)
+    ] = output.Format.table,
+) -> None:
+    """Every setting: its value now, where it came from (env, flag or default), its default.
+
+    Also the environment twins of command options (e.g. TICKWORK_JOBS_FORMAT). Secrets are
+    masked. A variable that is unknown or malformed is listed, then named on stderr (exit 2).
+    """
+    from admin.cli.common import settings_report
+
+    report = settings_report()
+    output.render(
+        format,
+        title="tickwork settings",
+        columns=[
+            output.Column("variable", "variable", wrap=False),
+            output.Column("value", "value"),
+            output.Column("from", "from"),
+        ],
+        markdown_columns=[
+            output.Column("variable", "variable"),
+            output.Column("value", "value"),
+            output.Column("source", "from"),
+            output.Column("default", "default"),
+            output.Column("meaning", "meaning"),
+        ],
+        rows=[row.cells() for row in report.rows],
+        data=[row.as_json() for row in report.rows],
+    )
+    for problem in report.problems:
+        typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(2 if report.problems else 0)
 
 
 @app.command()
@@ -103,12 +216,15 @@ def run(
 
     Ctrl-C stops cleanly: no new messages are taken, running jobs finish.
     """
+    import logging
+
     from admin.embedded import EmbeddedSystem
 
     config = settings()
     if threads is not None:
         config = config.model_copy(update={"worker_threads": threads})
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, role="run", fmt=config.log_format)
+    log = logging.getLogger("tickwork.cli")
     system = EmbeddedSystem(config)
     stop = threading.Event()
 
@@ -118,11 +234,11 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     system.start()
-    typer.echo(system.banner(), err=True)
+    log.info("%s", system.banner())
     stop.wait()
-    typer.echo("stopping: waiting for running jobs to finish...", err=True)
+    log.info("stopping: waiting for running jobs to finish...")
     system.stop()
-    typer.echo("stopped", err=True)
+    log.info("tickwork run stopped")
 
 
 @app.command()
@@ -170,11 +286,19 @@ def worker(
         }
     )
     _export(config_overrides=True)
+    import logging
+
+    # Dramatiq's main process and (inherited, then again in workers.app:setup) its
+    # worker processes log in tickwork's format; Dramatiq configures nothing itself.
+    setup_logging(config.log_level, role="worker", fmt=config.log_format)
+    log = logging.getLogger("tickwork.cli")
     # Before anything imports prometheus_client: the forked workers inherit this.
     from workers.metrics.multiprocess import configure_multiprocess
 
     metrics_dir = configure_multiprocess("worker", config.metrics_dir)
     import dramatiq.cli
+
+    from workers.metrics.exposition import metrics_port
 
     args = dramatiq.cli.make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
         [
@@ -185,15 +309,30 @@ def worker(
             str(config.worker_threads),
             "--worker-shutdown-timeout",
             str(config.worker_shutdown_timeout_s * 1000),
+            "--skip-logging",
             "--queues",
             *[config.queue(q) for q in wanted],
             *(["--verbose"] if config.log_level == "DEBUG" else []),
         ]
     )
+    port = metrics_port(config, "worker")
+    log.info(
+        "tickwork worker: %d process(es) x %d threads on queues %s; metrics %s",
+        config.worker_processes,
+        config.worker_threads,
+        ", ".join(config.queue(q) for q in wanted),
+        f"on http://{config.metrics_host}:{port}/metrics"
+        if port
+        else "endpoint off (TICKWORK_METRICS_PORT=0)",
+    )
     code = dramatiq.cli.main(args)  # type: ignore[no-untyped-call]
     import shutil
 
     shutil.rmtree(metrics_dir, ignore_errors=True)  # a clean stop leaves no metric files
+    if code == 0:
+        log.info("tickwork worker stopped")
+    else:
+        log.error("tickwork worker stopped: a worker process exited with code %s", code)
     sys.exit(code)
 
 
@@ -211,33 +350,50 @@ def scheduler() -> None:
     import time
 
     time.tzset()
-    setup_logging(config.log_level)
+    import logging
+
+    setup_logging(config.log_level, role="scheduler", fmt=config.log_format)
+    log = logging.getLogger("tickwork.cli")
     from producers.ticker import run_periodiq
     from workers.app import build_runtime
+    from workers.metrics.exposition import metrics_port
 
+    # The worker runtime serves the scheduler's metrics (queue depths, run gauges) and
+    # declares every job module first, so a schedule that does not parse stops start-up.
     runtime = build_runtime(config)
-    if config.metrics_port:
+    port = metrics_port(config, "scheduler")
+    if port:
         from workers.metrics.exposition import build_registry, start_metrics_server
 
         registry = build_registry(config, runtime.db, runtime.broker)
         try:
-            start_metrics_server(config, registry)
+            start_metrics_server(config, registry, role="scheduler")
         except OSError as exc:
             # Ticks matter more than metrics: say so loudly, but keep scheduling.
-            typer.echo(
-                f"error: TICKWORK_METRICS_PORT: cannot listen on {config.metrics_host}:"
-                f"{config.metrics_port} ({exc}); metrics are NOT served",
-                err=True,
+            log.error(
+                "TICKWORK_METRICS_PORT: cannot listen on %s:%d (%s); metrics are NOT served",
+                config.metrics_host,
+                port,
+                exc,
             )
+    else:
+        log.info("metrics endpoint off (TICKWORK_METRICS_PORT=0)")
     import threading
 
-    from workers.heartbeat import Heartbeat
+    from workers.heartbeat import Heartbeat, heartbeat_path
 
     # Liveness: the scheduler beats while its periodiq loop (the main thread) runs.
-    Heartbeat(
-        config.heartbeat_file, config.heartbeat_interval_s, threading.main_thread().is_alive
-    ).start()
-    run_periodiq(runtime.broker, runtime.settings)
+    beat_file = heartbeat_path(config, "scheduler")
+    heartbeat = Heartbeat(beat_file, config.heartbeat_interval_s, threading.main_thread().is_alive)
+    heartbeat.start()
+    log.info("liveness heartbeat: %s, every %g s", beat_file, config.heartbeat_interval_s)
+    try:
+        stopped_by = run_periodiq(runtime.broker, runtime.settings)  # until SIGTERM or SIGINT
+    finally:
+        heartbeat.stop()
+        runtime.broker.close()
+        runtime.db.dispose()
+    log.info("scheduler stopped (%s)", stopped_by)
 
 
 @app.command()
@@ -251,16 +407,45 @@ def api(
     ] = None,
 ) -> None:
     """Serve the admin API and web page (uvicorn)."""
+    import logging
+
     import uvicorn
 
     from admin.api import create_app
     from workers.app import build_runtime
 
     config = settings()
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, role="api", fmt=config.log_format)
+    log = logging.getLogger("tickwork.cli")
     runtime = build_runtime(config)
     app_ = create_app(config, runtime.db, runtime.broker)
-    uvicorn.run(app_, host=host or config.api_host, port=port or config.api_port, log_level="info")
+    from admin.embedded import listen_socket
+
+    where = (host or config.api_host, port or config.api_port)
+    try:
+        sock = listen_socket(*where)
+    except OSError as exc:
+        raise ConfigError(
+            f"TICKWORK_API_PORT: cannot listen on {where[0]}:{where[1]} "
+            f"({exc.strerror or exc}); choose another port (or --port)"
+        ) from None
+    # log_config=None: uvicorn's loggers go to tickwork's handler, in its format.
+    server = uvicorn.Server(
+        uvicorn.Config(app_, host=where[0], port=where[1], log_level="info", log_config=None)
+    )
+
+    def _stop(signum: int, _frame: object) -> None:
+        # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again to
+        # die by it (exit 143); once it has stopped cleanly, that second one lands here.
+        server.should_exit = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    log.info("admin API, web page and /metrics on http://%s:%d/", *where)
+    server.run(sockets=[sock])
+    runtime.broker.close()
+    runtime.db.dispose()
+    log.info("api stopped")
 
 
 def _export(config_overrides: bool) -> None:
@@ -272,7 +457,9 @@ def _export(config_overrides: bool) -> None:
 
 
 def main() -> None:
-    app()
+    # One name however it is started (also `python -m admin.cli.main`): usage lines
+    # and shell completion (_TICKWORK_COMPLETE) both use it.
+    app(prog_name="tickwork")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 Liveness reads the heartbeat file the worker or scheduler touches while its threads are
 alive (see workers/heartbeat.py): it never fails just because RabbitMQ or PostgreSQL is
 briefly down. Readiness asks whether the database and the broker answer right now.
+
+Imports inside commands: each command imports what it needs when it runs, so that
+``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
+worker runtime and the web stack (about half of the CLI's start-up time).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -14,6 +19,12 @@ import typer
 from admin.cli.common import fail, handles_errors, settings
 
 app = typer.Typer(help="Kubernetes liveness and readiness probes.", no_args_is_help=True)
+
+
+class Role(StrEnum):
+    worker = "worker"
+    scheduler = "scheduler"
+    run = "run"
 
 
 @app.command()
@@ -25,11 +36,26 @@ def liveness(
             envvar="TICKWORK_PROBE_MAX_AGE_S", min=1, help="Oldest acceptable heartbeat, seconds."
         ),
     ] = 60.0,
+    role: Annotated[
+        Role | None,
+        typer.Option(
+            envvar="TICKWORK_PROBE_ROLE",
+            help="Whose heartbeat: `tickwork worker`, `scheduler` or `run` (each beats its "
+            "own file); not needed when TICKWORK_HEARTBEAT_FILE is set.",
+        ),
+    ] = None,
 ) -> None:
     """Exit 0 if this pod's process beat within --max-age-s seconds."""
-    from workers.heartbeat import age_s
+    from workers.heartbeat import age_s, heartbeat_path
 
-    path = settings().heartbeat_file
+    config = settings()
+    if config.heartbeat_file is None and role is None:
+        raise fail(
+            "--role: whose heartbeat, worker, scheduler or run? (each beats its own file; "
+            "or set TICKWORK_HEARTBEAT_FILE)",
+            2,
+        )
+    path = heartbeat_path(config, role.value if role is not None else "worker")
     age = age_s(path)
     if age is None:
         raise fail(f"no heartbeat yet at {path}", 1)

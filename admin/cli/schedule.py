@@ -1,17 +1,29 @@
-"""``tickwork schedule explain``: what a schedule means and when it fires."""
+"""``tickwork schedule explain``: what a schedule means and when it fires.
+
+Imports inside commands: each command imports what it needs when it runs, so that
+``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
+worker runtime and the web stack (about half of the CLI's start-up time).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from admin.cli import output
 from admin.cli.common import handles_errors
 from tickwork.errors import ScheduleError
 
 app = typer.Typer(help="Understand schedule expressions.", no_args_is_help=True)
+
+
+class ExplainFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 @app.command()
@@ -23,13 +35,13 @@ def explain(
         str | None, typer.Option("--from", help="ISO 8601 start (default: now)")
     ] = None,
     count: Annotated[int, typer.Option(min=1, max=1000)] = 5,
-    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    format: Annotated[
+        ExplainFormat, typer.Option("--format", "-f", help="text or json.")
+    ] = ExplainFormat.text,
 ) -> None:
-    """Say a schedule in words and list its next fire times."""
+    """Say a schedule in words and list its next fire times (in UTC, and in --tz)."""
     from tickwork.schedules import parse_schedule
 
-    if format not in ("text", "json"):
-        raise ScheduleError(f"--format must be text or json, not {format!r}")
     schedule = parse_schedule(expression, tz)
     if start is None:
         begin = dt.datetime.now(dt.UTC)
@@ -41,12 +53,14 @@ def explain(
         if begin.tzinfo is None:
             begin = begin.replace(tzinfo=schedule.tz)
     try:
-        fires = [t.astimezone(schedule.tz).isoformat() for t in schedule.next_n(begin, count)]
+        moments = [t.astimezone(schedule.tz) for t in schedule.next_n(begin, count)]
+        in_utc = [output.when(t) for t in moments]
     except (ValueError, OverflowError) as exc:  # fire times past the year 9999
         raise ScheduleError(
             f"schedule {expression!r}: no {count} fire times after {begin.isoformat()} ({exc})"
         ) from None
-    if format == "json":
+    fires = [t.isoformat() for t in moments]
+    if format is ExplainFormat.json:
         typer.echo(
             json.dumps(
                 {
@@ -63,5 +77,8 @@ def explain(
     typer.echo(f"{expression}  →  {schedule.words()}  [{tz}]")
     for warning in schedule.warnings():
         typer.echo(f"warning: {warning}", err=True)
-    for fire in fires:
-        typer.echo(f"  {fire}")
+    for moment, utc in zip(moments, in_utc, strict=True):
+        local = ""
+        if moment.utcoffset() != dt.timedelta(0) or tz.upper() != "UTC":
+            local = f"  ({moment.strftime('%Y-%m-%d %H:%M:%S')} {moment.tzname()}, {tz})"
+        typer.echo(f"  {utc}{local}")

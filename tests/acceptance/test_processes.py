@@ -124,8 +124,13 @@ def test_worker_and_scheduler_processes_on_rabbitmq_and_postgres(
         scheduler_out = _stop(scheduler)
         worker_out = _stop(worker)
         engine.dispose()
+    # SIGTERM stops both cleanly: exit 0, one "stopped" line each, no traceback.
     assert worker.returncode == 0, worker_out[-2000:]
+    assert scheduler.returncode == 0, scheduler_out[-2000:]
     assert "Traceback" not in scheduler_out, scheduler_out[-2000:]
+    assert "Traceback" not in worker_out, worker_out[-3000:]
+    assert scheduler_out.count("scheduler stopped (SIGTERM)") == 1, scheduler_out[-2000:]
+    assert worker_out.count("tickwork worker stopped") == 1, worker_out[-2000:]
 
 
 def test_check_reports_each_part(tmp_path: Path, pg_db: Any, amqp_url: str) -> None:
@@ -138,9 +143,12 @@ def test_check_reports_each_part(tmp_path: Path, pg_db: Any, amqp_url: str) -> N
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     result = run_tickwork("check", cwd=tmp_path, **env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok    database: reachable, at head" in result.stdout
-    assert "ok    broker: RabbitMQ reachable" in result.stdout
+    # a table: result, check, detail (one row per check when piped)
+    rows = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert any(row.startswith("ok database reachable, at head") for row in rows), rows
+    assert "ok broker RabbitMQ reachable" in rows, rows
     down = run_tickwork(
         "check", cwd=tmp_path, **{**env, "TICKWORK_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/"}
     )
-    assert down.returncode == 1 and "FAIL  broker" in down.stdout
+    rows = [" ".join(line.split()) for line in down.stdout.splitlines()]
+    assert down.returncode == 1 and any(row.startswith("FAIL broker") for row in rows), rows

@@ -116,5 +116,5 @@ def test_the_backend_is_chosen_by_setting(tmp_path: Path) -> None:
     db = Database(make_settings(tmp_path))
     assert isinstance(load_backend(make_settings(tmp_path), db), OrgBackend)
     bad = make_settings(tmp_path, TICKWORK_ORG_BACKEND="workers.installs.backends.local:Nope")
-    with pytest.raises(BackendError, match=r"cannot load .workers\.installs\.backends\.local:Nope."):
+    with pytest.raises(BackendError, match=r"cannot load .workers.installs.backends.local:Nope"):
         load_backend(bad, db)

@@ -7,10 +7,13 @@ scrape-time collectors (queue depths, scheduler state, expected intervals):
   metrics (Dramatiq's and tickwork's) to the multiprocess directory. Dramatiq's own
   exposition server (port 9191) is *not* started; instead one extra process forked by
   the same CLI (:func:`workers.app.serve_worker_metrics`) serves the merged files plus the
-  collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, so the port is unchanged).
+  collectors on ``TICKWORK_METRICS_PORT`` (9191 by default, Dramatiq's usual port).
 - ``tickwork scheduler``: a single process; a thread serves its in-memory registry
-  plus the collectors on ``TICKWORK_METRICS_PORT``.
-- the admin API calls :func:`render_metrics` for its ``/metrics`` route.
+  plus the collectors on ``TICKWORK_METRICS_PORT`` (9192 by default, so a worker and a
+  scheduler on one host do not collide).
+- the admin API calls :func:`render_metrics` for its ``/metrics`` route (the API port).
+
+``TICKWORK_METRICS_PORT`` set overrides the role's default; 0 disables the endpoint.
 
 A collector that fails (database or broker down) drops out of that scrape and
 ``tickwork_metrics_collector_up{collector}`` turns 0; the rest is still served.
@@ -33,7 +36,6 @@ from workers.metrics.job_metrics import ExpectedIntervalCollector
 from workers.metrics.multiprocess import is_multiprocess, multiprocess_dir
 from workers.metrics.queue_metrics import QueueDepthCollector
 from workers.metrics.scheduler_metrics import SchedulerStateCollector
-from workers.runtime import get_runtime
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -114,12 +116,12 @@ _lock = threading.Lock()
 _cached: tuple[Runtime, CollectorRegistry] | None = None  # the runtime itself: ids get reused
 
 
-def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
-    """The Prometheus text exposition for this process: ``(body, content_type)``."""
+def render_metrics(runtime: Runtime) -> tuple[bytes, str]:
+    """The Prometheus text exposition of this process and ``runtime``'s database and
+    broker: ``(body, content_type)``."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     global _cached
-    runtime = runtime or get_runtime()
     with _lock:
         if _cached is None or _cached[0] is not runtime:
             _cached = (runtime, build_registry(runtime.settings, runtime.db, runtime.broker))
@@ -127,35 +129,51 @@ def render_metrics(runtime: Runtime | None = None) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> threading.Thread:
-    """Serve ``registry`` on ``settings.metrics_host:metrics_port`` in a daemon thread."""
+DEFAULT_METRICS_PORTS = {"worker": 9191, "scheduler": 9192}
+
+
+def metrics_port(settings: Settings, role: str) -> int:
+    """The metrics port of a ``role`` process: TICKWORK_METRICS_PORT when set, else the
+    role's own default (0: no endpoint)."""
+    if settings.metrics_port is not None:
+        return settings.metrics_port
+    return DEFAULT_METRICS_PORTS.get(role, 0)
+
+
+def start_metrics_server(
+    settings: Settings, registry: CollectorRegistry, role: str = "scheduler"
+) -> threading.Thread:
+    """Serve ``registry`` on ``metrics_host`` and the role's port in a daemon thread."""
     from prometheus_client import start_http_server
 
-    _server, thread = start_http_server(
-        settings.metrics_port, addr=settings.metrics_host, registry=registry
-    )
-    logger.info(
-        "metrics served on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
-    )
+    port = metrics_port(settings, role)
+    _server, thread = start_http_server(port, addr=settings.metrics_host, registry=registry)
+    logger.info("metrics served on http://%s:%d/metrics", settings.metrics_host, port)
     return thread
 
 
 def serve_merged_metrics(settings: Settings) -> int:
-    """The body of ``tickwork worker``'s metrics fork (:func:`workers.app.serve_worker_metrics`,
-    which declares the jobs first): serve until the process is told to stop."""
-    registry = build_registry(settings, Database(settings), broker=None)
+    """The body of ``tickwork worker``'s metrics process
+    (:func:`workers.app.serve_worker_metrics`, which declares the jobs first): serve until
+    the process is told to stop."""
+    database = Database(settings)
+    registry = build_registry(settings, database, broker=None)
     try:
-        thread = start_metrics_server(settings, registry)
+        thread = start_metrics_server(settings, registry, role="worker")
     except OSError as exc:
         logger.error(
-            "TICKWORK_METRICS_PORT: cannot serve metrics on %s:%d (%s)",
+            "TICKWORK_METRICS_PORT: cannot serve metrics on %s:%d (%s); metrics are NOT served",
             settings.metrics_host,
-            settings.metrics_port,
+            metrics_port(settings, "worker"),
             exc,
         )
         return 1
-    while thread.is_alive():
-        time.sleep(1)  # SIGTERM ends the fork process through Dramatiq's handler
+    try:
+        while thread.is_alive():
+            time.sleep(1)  # SIGTERM ends the fork process through Dramatiq's handler
+    finally:  # Dramatiq's SIGTERM handler raises SystemExit(0) here
+        database.dispose()
+        logger.info("metrics process stopped")
     return 0
 
 
