@@ -3,6 +3,7 @@ run time: migrations, and the admin page's template and script."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_holds_the_web_page_and_the_migrations(tmp_path: Path) -> None:
-    # Given a wheel built from this checkout with the locked uv
+    # Given a wheel built with the locked uv from a copy of this checkout (setuptools
+    # writes build/ beside its sources)
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("tickwork", "schema", "producers", "workers", "admin"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     built = subprocess.run(
-        [sys.executable, "-m", "uv", "build", "--wheel", "--out-dir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "uv", "build", "--wheel", "--out-dir", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
