@@ -18,7 +18,8 @@ from admin.api import create_app
 from producers.ticker import EmbeddedTicker
 from schema import migrate
 from schema.engine import Database
-from tickwork.settings import Settings, hide_password
+from tickwork.plain_words import hide_password
+from tickwork.settings import Settings
 from workers.app import build_runtime, import_job_modules
 from workers.registry import all_jobs
 from workers.scheduler.effective import check_overrides_name_known_jobs

@@ -29,13 +29,8 @@ from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
 from tickwork.errors import ConfigError, MigrationError, ScheduleError, TickworkError
-from tickwork.settings import (
-    Settings,
-    hide_password,
-    in_plain_words,
-    load_settings,
-    settings_problems,
-)
+from tickwork.plain_words import hide_password, in_plain_words
+from tickwork.settings import Settings, load_settings, settings_problems
 
 if TYPE_CHECKING:
     from typer._click import Command, Context
