@@ -37,7 +37,7 @@ from admin.cli.common import (
     setup_logging,
 )
 from tickwork.errors import ConfigError
-from tickwork.settings import accept_env_twins
+from tickwork.settings import Settings, accept_env_twins
 
 app = typer.Typer(
     name="tickwork",
@@ -296,6 +296,7 @@ def worker(
     from workers.metrics.multiprocess import configure_multiprocess
 
     metrics_dir = configure_multiprocess("worker", config.metrics_dir)
+    _check_jobs_and_overrides(config)
     import dramatiq.cli
 
     from workers.metrics.exposition import metrics_port
@@ -358,8 +359,8 @@ def scheduler() -> None:
     from workers.app import build_runtime
     from workers.metrics.exposition import metrics_port
 
-    # The worker runtime serves the scheduler's metrics (queue depths, run gauges) and
-    # declares every job module first, so a schedule that does not parse stops start-up.
+    _check_jobs_and_overrides(config)
+    # The worker runtime serves the scheduler's metrics (queue depths, run gauges).
     runtime = build_runtime(config)
     port = metrics_port(config, "scheduler")
     if port:
@@ -446,6 +447,23 @@ def api(
     runtime.broker.close()
     runtime.db.dispose()
     log.info("api stopped")
+
+
+def _check_jobs_and_overrides(config: Settings) -> None:
+    """Start-up refuses what would otherwise fail quietly later: a job module that does
+    not import or a schedule that does not parse (``@job`` refuses it, naming the job),
+    and a schedule override in the database naming a job no module declares."""
+    from schema.engine import Database
+    from workers.app import import_job_modules
+    from workers.registry import all_jobs
+    from workers.scheduler.effective import check_overrides_name_known_jobs
+
+    import_job_modules(config)
+    db = Database(config)
+    try:
+        check_overrides_name_known_jobs(db, all_jobs())
+    finally:
+        db.dispose()
 
 
 def _export(config_overrides: bool) -> None:
