@@ -1,10 +1,14 @@
-"""Fixtures shared by every test layer.
+"""Fixtures shared by every test layer (helpers they use live in tests/support/).
 
-- Unit tests: SQLite in a temp dir + Dramatiq's StubBroker (``embedded`` fixture).
-- Integration/acceptance: the real PostgreSQL and RabbitMQ on loopback. Each test
-  session gets its own database (created, then dropped) and its own queue prefix, so
-  parallel or repeated runs never collide. With ``CI=true`` a missing service fails
-  the run; locally it skips with the reason.
+- The system under test: ``embedded`` (SQLite in a temp dir + Dramatiq's StubBroker),
+  ``services`` (the real PostgreSQL and RabbitMQ on loopback), and ``system``,
+  parametrized over both; ``db``, the same for a bare database. The services variants
+  are marked ``integration``.
+- Real services: each test session gets its own database (created, then dropped), each
+  test its own queue prefix, so parallel or repeated runs never collide. With ``CI=true``
+  a missing service fails the run; locally it skips with the reason.
+- ``tj``: the throw-away test jobs, declared for one test and forgotten after.
+- ``start_process``: real ``tickwork`` processes, killed at the end of the test.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+
+from tests.support.processes import ProcessStarter
+from tests.support.systems import Embedded, Services, System, running
+from tests.support.throwaway_jobs import ThrowawayJobs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -28,6 +36,7 @@ AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SESSION_ID = uuid.uuid4().hex[:8]
 FERNET_KEY = Fernet.generate_key().decode()
+FAST_RETRIES = {"TICKWORK_MIN_BACKOFF_MS": "10", "TICKWORK_MAX_BACKOFF_MS": "50"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +69,27 @@ def _clean_tickwork_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     set_runtime(None)
 
 
+@pytest.fixture(autouse=True)
+def _job_registry_restored() -> Iterator[None]:
+    """Every test leaves the job registry as it found it. Test jobs it declared -- with
+    ``tj``, or by importing a test job module, as building a runtime whose
+    TICKWORK_JOB_MODULES lists one does -- are forgotten, and such a module is dropped
+    from ``sys.modules``, so the next test that lists it declares its jobs afresh. (Else
+    a test would see jobs only another test's processes know: a worker refuses to start
+    on a database naming a job it does not declare.) Built-in jobs stay: their modules
+    stay imported."""
+    from workers.registry import all_jobs, unregister
+
+    jobs_before, modules_before = set(all_jobs()), set(sys.modules)
+    yield
+    for name, spec in all_jobs().items():
+        if name not in jobs_before and spec.fn.__module__.startswith("tests."):
+            unregister(name)
+    for module in set(sys.modules) - modules_before:
+        if module.startswith("tests."):
+            del sys.modules[module]
+
+
 def service_unavailable(what: str) -> None:
     message = f"{what} is not reachable"
     if IN_CI:
@@ -83,21 +113,27 @@ def port_open(host: str, port: int) -> bool:
 
 
 # --- PostgreSQL -------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of a fresh database for this test session (dropped at the end)."""
+@contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database called ``name``; dropped after."""
     import psycopg
 
     if not port_open("127.0.0.1", 5432):
         service_unavailable("PostgreSQL at 127.0.0.1:5432")
-    name = f"tickwork_test_{SESSION_ID}"
-    admin = PG_ADMIN_URL
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh database for this test session (dropped at the end)."""
+    with postgres_database(f"tickwork_test_{SESSION_ID}") as url:
+        yield url
 
 
 @pytest.fixture
@@ -145,61 +181,92 @@ def queue_prefix(amqp_url: str) -> Iterator[str]:
     connection.close()
 
 
-# --- embedded (unit) -------------------------------------------------------------
-@dataclass
-class Embedded:
-    """An in-process system for unit tests: SQLite + StubBroker + a Dramatiq worker."""
-
-    runtime: Any
-    worker: Any
-
-    @property
-    def db(self) -> Any:
-        return self.runtime.db
-
-    @property
-    def broker(self) -> Any:
-        return self.runtime.broker
-
-    def drain(self) -> None:
-        """Process everything queued, including delayed messages already due."""
-        for _ in range(2):  # a second pass catches messages enqueued by the first (retries)
-            for queue in list(self.broker.queues):
-                if not queue.endswith((".DQ", ".XQ")):
-                    self.broker.join(queue, timeout=30_000, fail_fast=False)
-            self.worker.join()
+def services_env(
+    database: Any, amqp_url: str | None = None, queue_prefix: str | None = None, **settings: str
+) -> dict[str, str]:
+    """The settings (TICKWORK_* variables) of a process on the PostgreSQL ``database`` (a
+    URL, or a ``Database`` such as ``pg_db``) and, given ``amqp_url``, on RabbitMQ with the
+    test's ``queue_prefix``; ``settings`` on top."""
+    if not isinstance(database, str):
+        database = database.engine.url.render_as_string(hide_password=False)
+    env = {"TICKWORK_DATABASE_URL": database, "TICKWORK_FERNET_KEY": FERNET_KEY}
+    if amqp_url is not None:
+        env["TICKWORK_BROKER_URL"] = amqp_url
+        env["TICKWORK_QUEUE_PREFIX"] = queue_prefix or ""
+    return {**env, **settings}
 
 
-def make_settings(tmp_path: Path, **env: str) -> Any:
+def service_settings(
+    pg_db: Any, amqp_url: str | None = None, queue_prefix: str | None = None, **env: str
+) -> Any:
+    """:func:`services_env` as this test process's settings, with fast retries (as
+    :func:`make_settings`); without ``amqp_url``, on the StubBroker."""
     from tickwork.settings import load_settings
 
-    values = {
-        "TICKWORK_DATA_DIR": str(tmp_path / "data"),
-        "TICKWORK_MIN_BACKOFF_MS": "10",
-        "TICKWORK_MAX_BACKOFF_MS": "50",
-    }
+    return load_settings(services_env(pg_db, amqp_url, queue_prefix, **{**FAST_RETRIES, **env}))
+
+
+# --- SQLite -----------------------------------------------------------------------
+def make_settings(tmp_path: Path, **env: str) -> Any:
+    """Embedded settings: data (SQLite, key) in ``tmp_path/data``, fast retries."""
+    from tickwork.settings import load_settings
+
+    values = {"TICKWORK_DATA_DIR": str(tmp_path / "data"), **FAST_RETRIES}
     values.update(env)
     return load_settings(values)
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    from dramatiq import Worker
-
+def sqlite_db(tmp_path: Path) -> Iterator[Any]:
+    """A migrated SQLite database in the test's folder."""
     from schema import migrate as migrations
     from schema.engine import Database
-    from workers.app import build_runtime
 
-    settings = make_settings(tmp_path)
-    db = Database(settings)
+    db = Database(make_settings(tmp_path))
     migrations.upgrade(db.engine)
-    runtime = build_runtime(settings, db)
-    worker = Worker(runtime.broker, worker_timeout=50, worker_threads=2)
-    worker.start()
-    yield Embedded(runtime, worker)
-    worker.stop()
-    runtime.broker.close()
+    yield db
     db.dispose()
+
+
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.integration), "sqlite"])
+def db(request: pytest.FixtureRequest) -> Any:
+    """A migrated database, on PostgreSQL and on SQLite: the same rules on both."""
+    return request.getfixturevalue("pg_db" if request.param == "postgresql" else "sqlite_db")
+
+
+# --- the system under test ------------------------------------------------------------
+@pytest.fixture
+def tj() -> Iterator[ThrowawayJobs]:
+    """The throw-away test jobs (t_count, t_fail, ...), declared for this test only.
+    The systems below depend on it: a runtime binds the jobs declared when it is built."""
+    jobs = ThrowawayJobs()
+    jobs.declare()
+    yield jobs
+    jobs.release_slow.set()
+    jobs.forget()
+
+
+@pytest.fixture
+def embedded(sqlite_db: Any, tj: ThrowawayJobs) -> Iterator[Embedded]:
+    """SQLite + StubBroker + an in-process Dramatiq worker."""
+    with running(Embedded, sqlite_db.settings, sqlite_db, timeout_ms=50) as system:
+        yield system
+
+
+@pytest.fixture
+def services(pg_db: Any, amqp_url: str, queue_prefix: str, tj: ThrowawayJobs) -> Iterator[Services]:
+    """PostgreSQL (tables emptied first) + RabbitMQ (the test's own queues) + an
+    in-process Dramatiq worker."""
+    settings = service_settings(pg_db, amqp_url, queue_prefix)
+    with running(Services, settings, pg_db, timeout_ms=100) as system:
+        yield system
+
+
+@pytest.fixture(params=["embedded", pytest.param("services", marks=pytest.mark.integration)])
+def system(request: pytest.FixtureRequest) -> System:
+    """The system under test, once embedded and once on the real services."""
+    found: System = request.getfixturevalue(request.param)
+    return found
 
 
 # --- real processes (acceptance) ------------------------------------------------
@@ -227,3 +294,13 @@ def run_tickwork(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[ProcessStarter]:
+    """``start_process(command, env, cwd=tmp_path)``: a `tickwork <command>` process in
+    its own process group, its output in ``tmp_path/<command>-<n>.log``; ``.stop(signal)``
+    returns that output. Whatever still runs at the end of the test is killed."""
+    starter = ProcessStarter(tmp_path, tickwork_command, tickwork_env)
+    yield starter
+    starter.kill_all()

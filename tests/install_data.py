@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from schema.catalog import Plan, PreflightCheck, Product, Step, Version
 from schema.engine import Database
 from schema.identity import OAuthToken, User
+from schema.installs import Job
 from workers.installs.backends.protocol import OrgRef, StepOutcome
 
 ACCESS_TOKEN = "00Dxx0000001gPL!AQ4AQFakeSecretAccessTokenValue12345"
@@ -67,6 +69,75 @@ def make_user(db: Database, name: str = "ada", token: bool = True) -> int:
                 )
             )
         return user.id
+
+
+def add_job(
+    db: Database,
+    plan: PlanData,
+    user_id: int,
+    org_id: str = "00DORG",
+    steps: list[int] | None = None,
+    **values: Any,
+) -> int:
+    """An install job written straight to the database (no message sent), of the plan's
+    steps unless ``steps`` says otherwise; its id."""
+    with db.session() as s:
+        job = Job(
+            plan_id=plan.plan_id,
+            org_id=org_id,
+            user_id=user_id,
+            steps=plan.step_ids if steps is None else steps,
+            **values,
+        )
+        s.add(job)
+        s.flush()
+        return int(job.id)
+
+
+def get_job(db: Database, job_id: int) -> Job:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None, f"no job {job_id}"
+        return job
+
+
+# --- installs created as a service creates them ---------------------------------------
+def create_install(
+    client: Any, db: Database, steps: list[tuple[str, str, str, bool]], org_id: str
+) -> int:
+    """An install job of a new plan of ``steps`` for a new user (both named after the org,
+    so one test can create several), created and enqueued through the install ``client``."""
+    plan = make_plan(db, steps, slug=org_id.lower())
+    user = make_user(db, name=org_id.lower())
+    job_id: int = client.create_install_job(
+        plan_id=plan.plan_id, org_id=org_id, user_id=user, steps=plan.step_ids
+    )
+    return job_id
+
+
+def add_long_install(client: Any, db: Database, org_id: str) -> int:
+    """An install whose first step writes its pid to ``$INSTALL_MARKER`` (the worker's
+    environment), then sleeps for a minute; its second step must never run after an
+    interruption (it would write "second" there)."""
+    return create_install(
+        client,
+        db,
+        [
+            (
+                "Long step",
+                "command",
+                'echo step-started; echo $$ >> "$INSTALL_MARKER"; exec sleep 60',
+                True,
+            ),
+            ("Never", "command", 'echo second >> "$INSTALL_MARKER"', True),
+        ],
+        org_id,
+    )
+
+
+def marker_pids(marker: Path) -> list[int]:
+    """The pids the long step of :func:`add_long_install` wrote to ``marker``."""
+    return [int(x) for x in marker.read_text().split()] if marker.exists() else []
 
 
 # --- step callables (imported by path by LocalOrgBackend) -----------------------------

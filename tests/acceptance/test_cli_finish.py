@@ -21,17 +21,15 @@ import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import (
     FERNET_KEY,
-    PG_ADMIN_URL,
     SESSION_ID,
-    port_open,
+    postgres_database,
     run_tickwork,
-    service_unavailable,
+    services_env,
     tickwork_command,
     tickwork_env,
 )
@@ -466,23 +464,12 @@ def test_an_explicit_sqlite_url_is_created_on_first_use(tmp_path: Path) -> None:
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
     """A PostgreSQL database that exists but was never migrated."""
-    import psycopg
-
-    if not port_open("127.0.0.1", 5432):
-        service_unavailable("PostgreSQL at 127.0.0.1:5432")
-    name = f"tickwork_test_{SESSION_ID}_{uuid.uuid4().hex[:6]}_fresh"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(f"tickwork_test_{SESSION_ID}_{uuid.uuid4().hex[:6]}_fresh") as url:
+        yield url
 
 
 def test_postgres_not_migrated_says_what_to_run(tmp_path: Path, empty_postgres: str) -> None:
-    env: dict[str, Any] = {
-        "TICKWORK_DATABASE_URL": empty_postgres,
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-    }
+    env = services_env(empty_postgres)
     # Given a PostgreSQL database never migrated, when the CLI reads it,
     for command in (["jobs"], ["jobs", "history", "heartbeat"]):
         result = tw(*command, cwd=tmp_path, **env)

@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+from tests.conftest import run_tickwork, services_env
+from tests.support.processes import ProcessStarter
+from tests.support.waiting import wait_for
 
 
 def test_worker_beats_and_probes_answer(
-    tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str
+    tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str, start_process: ProcessStarter
 ) -> None:
     beat = tmp_path / "heartbeat"
-    env = {
-        "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
-        "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-        "TICKWORK_QUEUE_PREFIX": queue_prefix,
-        "TICKWORK_HEARTBEAT_FILE": str(beat),
-        "TICKWORK_HEARTBEAT_INTERVAL_S": "0.5",
-        "TICKWORK_METRICS_PORT": "0",
-    }
-    # Given a real worker process,
-    worker = subprocess.Popen(
-        tickwork_command("worker", "--processes", "1", "--threads", "2"),
-        cwd=tmp_path,
-        env=tickwork_env(**env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    env = services_env(
+        pg_db,
+        amqp_url,
+        queue_prefix,
+        TICKWORK_HEARTBEAT_FILE=str(beat),
+        TICKWORK_HEARTBEAT_INTERVAL_S="0.5",
+        TICKWORK_METRICS_PORT="0",
     )
+    # Given a real worker process,
+    worker = start_process("worker --processes 1 --threads 2", env)
     try:
-        deadline = time.monotonic() + 60
-        while not beat.exists() and time.monotonic() < deadline:
-            assert worker.poll() is None, "worker exited"
-            time.sleep(0.2)
+        wait_for(beat.exists, 60, "the worker's heartbeat file", processes=[worker])
         # then it beats, and both probes pass;
         live = run_tickwork("probe", "liveness", "--max-age-s", "5", cwd=tmp_path, **env)
         assert live.returncode == 0, live.stderr
@@ -48,5 +38,4 @@ def test_worker_beats_and_probes_answer(
         still_live = run_tickwork("probe", "liveness", "--max-age-s", "5", cwd=tmp_path, **down)
         assert still_live.returncode == 0
     finally:
-        worker.terminate()
-        worker.wait(60)
+        worker.stop()

@@ -6,67 +6,17 @@ port, and a second `tickwork run` whose API port is taken says the page is not s
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import FERNET_KEY, free_port, run_tickwork, tickwork_command, tickwork_env
-
-Started = tuple[subprocess.Popen[str], Path]
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Started]]:
-    """``start(command, env, cwd=tmp_path)``: a `tickwork <command>` in its own process
-    group, its stdout+stderr in a log file; killed at the end of the test if still up."""
-    started: list[subprocess.Popen[str]] = []
-
-    def _start(command: str, env: dict[str, str], cwd: Path = tmp_path) -> Started:
-        log = tmp_path / f"{command}-{len(started)}.log"
-        proc = subprocess.Popen(
-            tickwork_command(command),
-            cwd=cwd,
-            env=tickwork_env(**env),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc, log
-
-    yield _start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-
-
-def wait_for_line(started: Started, text: str, timeout_s: float = 30) -> None:
-    proc, log = started
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in log.read_text():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {text!r}:\n{log.read_text()}")
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not logged within {timeout_s} s:\n{log.read_text()}")
-
-
-def stop(started: Started, sig: int = signal.SIGTERM, timeout_s: float = 30) -> str:
-    proc, log = started
-    proc.send_signal(sig)
-    proc.wait(timeout_s)
-    return log.read_text()
+from tests.conftest import free_port, run_tickwork, services_env
+from tests.support.processes import ProcessStarter
 
 
 def assert_clean(out: str) -> None:
@@ -93,37 +43,36 @@ def json_lines(out: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
     """Settings of one test's processes: its own queues, data dir, heartbeat file."""
-    return {
-        "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
-        "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_QUEUE_PREFIX": queue_prefix,
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-        "TICKWORK_DATA_DIR": str(tmp_path / "data"),
-        "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
-        "TICKWORK_METRICS_PORT": "0",
-        "TICKWORK_WORKER_PROCESSES": "1",
-        "TICKWORK_WORKER_THREADS": "2",
-    }
+    return services_env(
+        pg_db,
+        amqp_url,
+        queue_prefix,
+        TICKWORK_DATA_DIR=str(tmp_path / "data"),
+        TICKWORK_HEARTBEAT_FILE=str(tmp_path / "heartbeat"),
+        TICKWORK_METRICS_PORT="0",
+        TICKWORK_WORKER_PROCESSES="1",
+        TICKWORK_WORKER_THREADS="2",
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_scheduler_stops_on_a_signal_with_exit_0_and_one_line(
-    start: Callable[..., Started], env: dict[str, str], sig: int
+    start_process: ProcessStarter, env: dict[str, str], sig: int
 ) -> None:
     # Given a running scheduler,
-    scheduler = start("scheduler", env)
-    wait_for_line(scheduler, "periodiq scheduler started")
+    scheduler = start_process("scheduler", env)
+    scheduler.wait_for_line("periodiq scheduler started")
     # when it gets SIGTERM (or Ctrl-C),
-    out = stop(scheduler, sig)
+    out = scheduler.stop(sig)
     # then it exits 0 and says once that it stopped, without a traceback or an error.
-    assert scheduler[0].returncode == 0, out
+    assert scheduler.returncode == 0, out
     assert out.count("scheduler stopped") == 1, out
     assert f"scheduler stopped ({signal.Signals(sig).name})" in out
     assert_clean(out)
 
 
 def test_worker_stops_on_sigterm_without_tracebacks_in_json(
-    start: Callable[..., Started], env: dict[str, str]
+    start_process: ProcessStarter, env: dict[str, str]
 ) -> None:
     # Given a worker logging JSON whose idle broker connections RabbitMQ has dropped
     # (heartbeat 2 s: a publishing connection unused for 4 s is closed by the broker, as
@@ -133,13 +82,13 @@ def test_worker_stops_on_sigterm_without_tracebacks_in_json(
         "TICKWORK_BROKER_URL": env["TICKWORK_BROKER_URL"] + "?heartbeat=2",
         "TICKWORK_LOG_FORMAT": "json",
     }
-    worker = start("worker", env)
-    wait_for_line(worker, "Worker process is ready for action")
+    worker = start_process("worker", env)
+    worker.wait_for_line("Worker process is ready for action")
     time.sleep(6)
     # when it gets SIGTERM,
-    out = stop(worker)
+    out = worker.stop()
     # then it exits 0, each process says it stopped, once, and nothing is an error;
-    assert worker[0].returncode == 0, out
+    assert worker.returncode == 0, out
     assert "Traceback" not in out, out
     records = json_lines(out)
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL") or "exc_info" in r] == []
@@ -153,17 +102,19 @@ def test_worker_stops_on_sigterm_without_tracebacks_in_json(
 
 
 def test_api_and_uvicorn_log_json_lines_and_stop_on_sigterm(
-    start: Callable[..., Started], env: dict[str, str]
+    start_process: ProcessStarter, env: dict[str, str]
 ) -> None:
     # Given `tickwork api` logging JSON, asked for a page,
     port = free_port()
-    api = start("api", {**env, "TICKWORK_API_PORT": str(port), "TICKWORK_LOG_FORMAT": "json"})
-    wait_for_line(api, "Application startup complete")
+    api = start_process(
+        "api", {**env, "TICKWORK_API_PORT": str(port), "TICKWORK_LOG_FORMAT": "json"}
+    )
+    api.wait_for_line("Application startup complete")
     assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
     # when it gets SIGTERM,
-    out = stop(api)
+    out = api.stop()
     # then it exits 0, and every line -- uvicorn's access and server lines too -- is JSON.
-    assert api[0].returncode == 0, out
+    assert api.returncode == 0, out
     records = json_lines(out)
     loggers = {r["logger"] for r in records}
     assert {"uvicorn.error", "uvicorn.access", "tickwork.cli"} <= loggers, loggers
@@ -181,7 +132,7 @@ def _port_free(port: int) -> bool:
 
 
 def test_worker_and_scheduler_on_one_data_dir_share_no_heartbeat_file_or_metrics_port(
-    tmp_path: Path, start: Callable[..., Started], env: dict[str, str]
+    tmp_path: Path, start_process: ProcessStarter, env: dict[str, str]
 ) -> None:
     from tickwork.settings import load_settings
     from workers.heartbeat import heartbeat_path
@@ -195,13 +146,13 @@ def test_worker_and_scheduler_on_one_data_dir_share_no_heartbeat_file_or_metrics
     settings = load_settings(env)
     files = {role: heartbeat_path(settings, role) for role in ("worker", "scheduler")}
     try:
-        worker = start("worker", env)
-        scheduler = start("scheduler", env)
+        worker = start_process("worker", env)
+        scheduler = start_process("scheduler", env)
         # when both run,
-        wait_for_line(worker, "metrics served on http://0.0.0.0:9191/metrics")
-        wait_for_line(scheduler, "metrics served on http://0.0.0.0:9192/metrics")
-        wait_for_line(worker, f"liveness heartbeat: {files['worker']}")
-        wait_for_line(scheduler, f"liveness heartbeat: {files['scheduler']}")
+        worker.wait_for_line("metrics served on http://0.0.0.0:9191/metrics")
+        scheduler.wait_for_line("metrics served on http://0.0.0.0:9192/metrics")
+        worker.wait_for_line(f"liveness heartbeat: {files['worker']}")
+        scheduler.wait_for_line(f"liveness heartbeat: {files['scheduler']}")
         # then each has its own heartbeat file (the probe asks for the role) and port;
         assert files["worker"] != files["scheduler"]
         for role in ("worker", "scheduler"):
@@ -212,8 +163,8 @@ def test_worker_and_scheduler_on_one_data_dir_share_no_heartbeat_file_or_metrics
         for url in ("http://127.0.0.1:9191/metrics", "http://127.0.0.1:9192/metrics"):
             assert httpx.get(url, timeout=10).status_code == 200
         # and both stop cleanly.
-        outs = [stop(scheduler), stop(worker)]
-        assert scheduler[0].returncode == 0 and worker[0].returncode == 0, outs
+        outs = [scheduler.stop(), worker.stop()]
+        assert scheduler.returncode == 0 and worker.returncode == 0, outs
         for out in outs:
             assert_clean(out)
     finally:
@@ -222,28 +173,28 @@ def test_worker_and_scheduler_on_one_data_dir_share_no_heartbeat_file_or_metrics
 
 
 def test_a_second_run_whose_api_port_is_taken_says_the_page_is_not_served(
-    tmp_path: Path, start: Callable[..., Started]
+    tmp_path: Path, start_process: ProcessStarter
 ) -> None:
     port = free_port()
     env = {"TICKWORK_API_PORT": str(port), "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "beat")}
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     # Given a `tickwork run` serving the admin page,
-    first = start("run", env, cwd=tmp_path / "first")
-    wait_for_line(first, f"admin page http://127.0.0.1:{port}/", timeout_s=60)
+    first = start_process("run", env, cwd=tmp_path / "first")
+    first.wait_for_line(f"admin page http://127.0.0.1:{port}/", timeout_s=60)
     # when a second one starts in another folder with the same API port,
-    second = start("run", env, cwd=tmp_path / "second")
-    wait_for_line(second, "Ctrl-C stops", timeout_s=60)
+    second = start_process("run", env, cwd=tmp_path / "second")
+    second.wait_for_line("Ctrl-C stops", timeout_s=60)
     # then it says the port is taken and the page is not served, never the page's URL;
-    second_out = stop(second, signal.SIGINT)
+    second_out = second.stop(signal.SIGINT)
     assert "admin page NOT served" in second_out and "TICKWORK_API_PORT" in second_out
     assert "Address already in use" in second_out
     assert f"http://127.0.0.1:{port}/" not in second_out
-    assert second[0].returncode == 0, second_out
+    assert second.returncode == 0, second_out
     # and the first keeps serving it, and stops cleanly.
     assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
-    first_out = stop(first, signal.SIGINT)
-    assert first[0].returncode == 0, first_out
+    first_out = first.stop(signal.SIGINT)
+    assert first.returncode == 0, first_out
     assert_clean(first_out)
 
 

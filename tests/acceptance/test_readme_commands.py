@@ -15,20 +15,23 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.conftest import IN_CI, PG_ADMIN_URL, REPO_ROOT, free_port
+from tests.conftest import IN_CI, REPO_ROOT, free_port, postgres_database
+from tests.support.processes import Process
+from tests.support.waiting import heartbeat_recorded, http_ok, wait_for
 
 README = (REPO_ROOT / "README.md").read_text()
+# How often the processes are looked at. A signal in a process's first few milliseconds
+# can find it half started (the worker's own process may exit 1): what this test checks
+# is a started process, seen working, stopping cleanly.
+POLL_S = 0.3
 BLOCKS = re.findall(r"```bash\n(.*?)\n```", README, re.S)
 
 
@@ -103,39 +106,11 @@ def ok(result: subprocess.CompletedProcess[str], what: str) -> str:
     return result.stdout
 
 
-def start(script: str, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=cwd,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, proc: object) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert isinstance(proc, subprocess.Popen)
-        if proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited {proc.returncode}")
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[str], sig: int, log: Path, timeout_s: float = 60) -> str:
-    os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        raise AssertionError(f"did not stop on {sig!r}:\n{log.read_text()[-3000:]}") from None
-    return log.read_text()
+def start(script: str, cwd: Path, env: dict[str, str], log: Path) -> Process:
+    """``bash -c script``, not the ``start_process`` fixture: the README's commands run as
+    written, through bash, from the fresh clone's own virtualenv, in a newcomer's
+    environment (not this checkout's on PYTHONPATH)."""
+    return Process(["bash", "-c", script], cwd=cwd, env=env, log=log)
 
 
 @pytest.fixture
@@ -161,28 +136,22 @@ def test_quick_start(clone: Path, tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     proc = start(". .venv/bin/activate && exec tickwork run", clone, env, log)
     database = clone / ".tickwork" / "tickwork.sqlite3"
-
-    def heartbeat_recorded() -> bool:
-        try:
-            with sqlite3.connect(database) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM job_runs WHERE job_name='heartbeat' "
-                    "AND status='succeeded'"
-                ).fetchone()
-        except sqlite3.Error:
-            return False
-        return bool(row and row[0])
-
     try:
         # then the heartbeat job runs within seconds,
-        wait_for(heartbeat_recorded, 60, "heartbeat recorded by `tickwork run`", proc)
+        wait_for(
+            lambda: heartbeat_recorded(database),
+            60,
+            "heartbeat recorded by `tickwork run`",
+            processes=[proc],
+            poll_s=POLL_S,
+        )
         # and `tickwork jobs` in another terminal shows it,
         listing = ok(
             bash(". .venv/bin/activate && tickwork jobs", clone, clean_env()), "tickwork jobs"
         )
         assert "heartbeat" in listing
     finally:
-        out = stop(proc, signal.SIGINT, log)
+        out = proc.stop(signal.SIGINT, group=True)  # Ctrl-C: the terminal's whole group
     # and Ctrl-C stops it cleanly.
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
@@ -202,14 +171,10 @@ def test_lock_refresh_leaves_a_fresh_clone_unchanged(clone: Path) -> None:
 
 # --- production ----------------------------------------------------------------------
 @pytest.fixture
-def private_database(pg_url: str) -> Iterator[str]:
+def private_database() -> Iterator[str]:
     """A database of this test's own, as the production block's ``db`` host."""
-    name = f"tickwork_readme_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(f"tickwork_readme_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 def test_production_commands(
@@ -253,24 +218,27 @@ def test_production_commands(
         proc = start(f"{preamble}\nexec {line}", tmp_path, role_env, log)
         try:
             if role == "api":
-                api_port = int(env["TICKWORK_API_PORT"])
-                wait_for(lambda p=api_port: _http_ok(p), 60, "the admin API answers", proc)
+                url = f"http://127.0.0.1:{env['TICKWORK_API_PORT']}/openapi.json"
+                wait_for(
+                    lambda u=url: http_ok(u),
+                    60,
+                    "the admin API answers",
+                    processes=[proc],
+                    poll_s=POLL_S,
+                )
             else:
                 beat = heartbeat_dir / role
-                wait_for(beat.exists, 60, f"`tickwork {role}` heartbeat", proc)
+                wait_for(
+                    beat.exists,
+                    60,
+                    f"`tickwork {role}` heartbeat",
+                    processes=[proc],
+                    poll_s=POLL_S,
+                )
         finally:
-            out = stop(proc, signal.SIGTERM, log)
+            out = proc.stop(signal.SIGTERM, group=True)
         assert proc.returncode == 0, f"{line}: exit {proc.returncode}\n{out[-3000:]}"
         assert "Traceback" not in out, out[-3000:]
-
-
-def _http_ok(port: int) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # --- Kubernetes ------------------------------------------------------------------------

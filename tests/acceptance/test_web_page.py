@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import (
-    IN_CI,
-    REPO_ROOT,
-    free_port,
-    run_tickwork,
-    tickwork_command,
-    tickwork_env,
-)
+from tests.conftest import IN_CI, REPO_ROOT, free_port, run_tickwork
+from tests.support.processes import ProcessStarter
+from tests.support.waiting import http_ok, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -29,7 +21,7 @@ SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page.png"
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def running(tmp_path: Path, start_process: ProcessStarter) -> Iterator[tuple[str, str]]:
     """A real `tickwork run` (embedded: worker, scheduler and API) and a fresh token."""
     if not Path(CHROMIUM).exists():
         if IN_CI:
@@ -41,25 +33,11 @@ def running(tmp_path: Path) -> Iterator[tuple[str, str]]:
     created = run_tickwork("api-token", "create", "browser test", cwd=tmp_path, **env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen(
-        tickwork_command("run"),
-        cwd=tmp_path,
-        env=tickwork_env(**env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_process("run", env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert proc.poll() is None, "tickwork run exited"
+    wait_for(lambda: http_ok(f"{base}/health"), 60, "tickwork run serving", processes=[proc])
     yield base, token
-    proc.terminate()
-    proc.wait(60)
+    proc.stop()
 
 
 def test_log_in_run_a_job_and_see_its_run(running: tuple[str, str], tmp_path: Path) -> None:

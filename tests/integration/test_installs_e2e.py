@@ -11,27 +11,19 @@ from typing import Any
 
 import pika
 import pytest
-from dramatiq import Message, Worker
+from dramatiq import Message
 from sqlalchemy import func, insert, select
 
 from producers.client import InstallClient
 from schema.installs import JOB_CANCELED, Job, JobStepResult
 from schema.messaging import DeadLetter
 from schema.orgs import Org, ScratchOrg
-from tests.conftest import FERNET_KEY
-from tests.install_data import ACCESS_TOKEN, make_plan, make_user
-from tickwork.settings import load_settings
+from tests.conftest import service_settings
+from tests.install_data import ACCESS_TOKEN, create_install, get_job, make_plan, make_user
+from tests.support.systems import Services, running
+from tests.support.waiting import wait_for
 from workers.app import build_runtime
 from workers.installs.enqueuer import enqueue_pending
-
-
-def wait_for(predicate: Any, timeout_s: float = 30, what: str = "condition") -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not met within {timeout_s} s")
 
 
 class EventTap:
@@ -46,6 +38,7 @@ class EventTap:
         self.channel.queue_bind(self.queue, exchange, routing_key="#")
 
     def events(self) -> list[tuple[str, str]]:
+        """(routing key, id) of the events that came since the last call."""
         out = []
         while True:
             method, _props, body = self.channel.basic_get(self.queue, auto_ack=True)
@@ -53,6 +46,17 @@ class EventTap:
                 return out
             data = json.loads(body)
             out.append((method.routing_key, data["id"]))
+
+    def collect(self, count: int, timeout_s: float) -> list[tuple[str, str]]:
+        """The events that come until there are ``count`` (fails after ``timeout_s``)."""
+        seen: list[tuple[str, str]] = []
+
+        def enough() -> bool:
+            seen.extend(self.events())
+            return len(seen) >= count
+
+        wait_for(enough, timeout_s, f"{count} events")
+        return seen
 
     def close(self) -> None:
         self.channel.exchange_delete(self.exchange)
@@ -62,7 +66,6 @@ class EventTap:
 @dataclass
 class InstallSystem:
     runtime: Any
-    worker: Any
     client: InstallClient
     tap: EventTap
 
@@ -71,57 +74,32 @@ class InstallSystem:
         return self.runtime.db
 
     def job(self, job_id: int) -> Job:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            return job
+        return get_job(self.db, job_id)
 
     def wait_job(self, job_id: int, statuses: tuple[str, ...], timeout_s: float = 30) -> Job:
         wait_for(lambda: self.job(job_id).status in statuses, timeout_s, f"job {job_id} end")
         return self.job(job_id)
 
 
-def _settings(pg_db: Any, amqp_url: str, queue_prefix: str, **extra: str) -> Any:
-    return load_settings(
-        {
-            "TICKWORK_DATABASE_URL": pg_db.engine.url.render_as_string(hide_password=False),
-            "TICKWORK_FERNET_KEY": FERNET_KEY,
-            "TICKWORK_BROKER_URL": amqp_url,
-            "TICKWORK_QUEUE_PREFIX": queue_prefix,
-            "TICKWORK_MIN_BACKOFF_MS": "10",
-            "TICKWORK_MAX_BACKOFF_MS": "50",
-            **extra,
-        }
-    )
-
-
 @pytest.fixture
 def system(pg_db: Any, amqp_url: str, queue_prefix: str) -> Iterator[InstallSystem]:
-    settings = _settings(pg_db, amqp_url, queue_prefix)
-    runtime = build_runtime(settings, pg_db)
+    """PostgreSQL + RabbitMQ + a worker (4 threads), the install client, and a UI's tap
+    on the events exchange."""
+    settings = service_settings(pg_db, amqp_url, queue_prefix)
     tap = EventTap(amqp_url, settings.queue(settings.events_exchange))
-    worker = Worker(runtime.broker, worker_timeout=100, worker_threads=4)
-    worker.start()
-    yield InstallSystem(runtime, worker, InstallClient(pg_db, runtime.broker, settings), tap)
-    worker.stop()
-    runtime.broker.close()
+    with running(Services, settings, pg_db, threads=4, timeout_ms=100) as services:
+        yield InstallSystem(services.runtime, InstallClient(pg_db, services.broker, settings), tap)
     tap.close()
 
 
 def test_create_enqueue_run_complete_with_events(system: InstallSystem) -> None:
     # Given a plan of a command and a callable, and a user with a token,
-    plan = make_plan(
-        system.db,
-        [
-            ("Deploy", "command", "echo deployed to $TICKWORK_ORG_ID", True),
-            ("Configure", "task", "tests.install_data:warn_step", True),
-        ],
-    )
-    user = make_user(system.db)
+    steps = [
+        ("Deploy", "command", "echo deployed to $TICKWORK_ORG_ID", True),
+        ("Configure", "task", "tests.install_data:warn_step", True),
+    ]
     # when a service creates the install job,
-    job_id = system.client.create_install_job(
-        plan_id=plan.plan_id, org_id="00DE2E", user_id=user, steps=plan.step_ids
-    )
+    job_id = create_install(system.client, system.db, steps, "00DE2E")
     # then a worker runs it to completion through RabbitMQ,
     job = system.wait_job(job_id, ("complete", "failed", "canceled"))
     assert job.status == "complete", job.exception
@@ -133,24 +111,19 @@ def test_create_enqueue_run_complete_with_events(system: InstallSystem) -> None:
         )
     assert statuses == ["ok", "warn"]
     # and a UI bound to the topic exchange saw it start and complete.
-    seen: list[tuple[str, str]] = []
-    wait_for(lambda: len(seen.__iadd__(system.tap.events())) >= 2, 10, "two events")
+    seen = system.tap.collect(2, timeout_s=10)
     assert seen == [("job.started", str(job_id)), ("job.completed", str(job_id))]
 
 
 def test_cancel_mid_run_stops_before_the_next_step(system: InstallSystem) -> None:
-    plan = make_plan(
-        system.db,
-        [
-            ("Wait", "command", "sleep 2", True),
-            ("Never", "command", "echo should-not-run", True),
-        ],
-    )
-    user = make_user(system.db)
-    job_id = system.client.create_install_job(
-        plan_id=plan.plan_id, org_id="00DCANCEL", user_id=user, steps=plan.step_ids
-    )
+    # Given an install running its first step, with a second one after it,
+    steps = [
+        ("Wait", "command", "sleep 2", True),
+        ("Never", "command", "echo should-not-run", True),
+    ]
+    job_id = create_install(system.client, system.db, steps, "00DCANCEL")
     wait_for(lambda: "Running step 'Wait'" in system.job(job_id).log, 20, "first step started")
+    # when it is canceled, then the running step finishes and the next one never starts.
     assert system.client.cancel_job(job_id) == "cancel requested"
     job = system.wait_job(job_id, ("complete", "failed", "canceled"))
     assert job.status == "canceled" and job.exception == JOB_CANCELED
@@ -161,11 +134,10 @@ def test_cancel_mid_run_stops_before_the_next_step(system: InstallSystem) -> Non
 
 
 def test_a_step_failure_fails_the_job_scrubbed(system: InstallSystem) -> None:
-    plan = make_plan(system.db, [("Login", "task", "tests.install_data:leaky_failing_step", True)])
-    user = make_user(system.db)
-    job_id = system.client.create_install_job(
-        plan_id=plan.plan_id, org_id="00DFAIL", user_id=user, steps=plan.step_ids
-    )
+    # Given an install whose step fails with the user's token in its error,
+    steps = [("Login", "task", "tests.install_data:leaky_failing_step", True)]
+    job_id = create_install(system.client, system.db, steps, "00DFAIL")
+    # when it runs, then the job fails, its error and log without the token.
     job = system.wait_job(job_id, ("complete", "failed", "canceled"))
     assert job.status == "failed" and job.exception is not None
     assert "RuntimeError: login failed with token ***" in job.exception
@@ -247,7 +219,7 @@ def test_two_enqueuers_racing_over_10000_jobs_enqueue_each_exactly_once(
     pg_db: Any, amqp_url: str, queue_prefix: str
 ) -> None:
     # Given 10,000 created jobs and no worker consuming the long queue,
-    settings = _settings(pg_db, amqp_url, queue_prefix)
+    settings = service_settings(pg_db, amqp_url, queue_prefix)
     runtime = build_runtime(settings, pg_db)
     plan = make_plan(pg_db, [("One", "command", "true", True)])
     user = make_user(pg_db)

@@ -18,10 +18,7 @@ def test_events_arrive_in_order_with_routing_keys_a_ui_can_bind(
         for i in range(100):
             events.publish(StatusEvent("job", str(i), "started" if i % 2 else "completed"))
         assert events.flush(10)
-        seen: list[tuple[str, str]] = []
-        deadline = time.time() + 10
-        while len(seen) < 100 and time.time() < deadline:
-            seen += tap.events()
+        seen = tap.collect(100, timeout_s=10)
         assert [i for _, i in seen] == [str(i) for i in range(100)]
         assert seen[0] == ("job.completed", "0") and seen[1] == ("job.started", "1")
     finally:

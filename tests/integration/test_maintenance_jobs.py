@@ -1,4 +1,5 @@
-"""Maintenance jobs at their boundaries, on PostgreSQL and on SQLite (same results).
+"""Maintenance jobs at their boundaries, on PostgreSQL and on SQLite (same results: the
+``db`` fixture runs each test on both).
 
 Each duty is checked just before its lifetime, exactly at it and just after, with a
 frozen ``utcnow`` so the boundary is exact.
@@ -9,14 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from schema import migrate
 from schema.catalog import Plan, Product, Version
 from schema.engine import Database
 from schema.identity import (
@@ -30,24 +28,12 @@ from schema.identity import (
 )
 from schema.installs import Job, PreflightResult
 from schema.sync import RemoteResource
-from tests.conftest import make_settings
 from workers.batching import delete_in_batches
 from workers.context import JobResult, RunContext
 from workers.jobs import barycenter, metadeploy_maintenance, sync_jobs
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
 TICK = dt.timedelta(seconds=1)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_db")
-        return
-    database = Database(make_settings(tmp_path))
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
-    FERNET_KEY,
+    FAST_RETRIES,
     free_port,
     run_tickwork,
     service_unavailable,
-    tickwork_command,
-    tickwork_env,
+    services_env,
 )
 from tests.promql import (
     RULES_FILE,
@@ -30,8 +29,13 @@ from tests.promql import (
     substitute_grafana_variables,
     used_metric_names,
 )
+from tests.support.processes import ProcessStarter
+from tests.support.throwaway_jobs import ThrowawayJobs
+from tests.support.waiting import wait_for
 from tickwork.settings import load_settings
 from workers.app import build_runtime
+
+THROWAWAY_JOBS_MODULE = "tests.support.throwaway_jobs_module"
 
 LISTED = {
     # Dramatiq's own (multiprocess)
@@ -78,25 +82,6 @@ def value(metrics: dict[str, Any], name: str, **labels: str) -> float:
     return float(metrics.get(name, {}).get(tuple(sorted(labels.items())), 0.0))
 
 
-def wait_for(
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    procs: list[Any],
-    describe: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        for proc in procs:
-            if proc.poll() is not None:
-                out = proc.stdout.read() if proc.stdout else ""
-                raise AssertionError(f"{what}: process exited {proc.returncode}:\n{out[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not seen within {timeout_s} s")
-
-
 def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, str], list[str]]:
     """Run Debian's Prometheus against the targets with the alert rules loaded; return
     each rule's health and the dashboard queries that returned nothing."""
@@ -140,7 +125,7 @@ def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, s
         return len(result) == len(ports) and all(float(r["value"][1]) >= 3 for r in result)
 
     try:
-        wait_for(scraped_twice, 60, "Prometheus scraping the targets", [server])
+        wait_for(scraped_twice, 60, "Prometheus scraping the targets", processes=[server])
         time.sleep(2)  # let the rules evaluate on the scraped data
         rules = api("rules")["groups"]
         health = {r["name"]: r["health"] for g in rules for r in g["rules"]}
@@ -155,45 +140,38 @@ def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, s
     return health, empty
 
 
-def start(args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        tickwork_command(args),
-        cwd=cwd,
-        env=tickwork_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_worker_and_scheduler_expose_every_metric_used(
-    tmp_path: Path, pg_url: str, amqp_url: str, queue_prefix: str
+    tmp_path: Path,
+    pg_url: str,
+    amqp_url: str,
+    queue_prefix: str,
+    tj: ThrowawayJobs,
+    start_process: ProcessStarter,
 ) -> None:
-    env = {
-        "TICKWORK_DATABASE_URL": pg_url,
-        "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_QUEUE_PREFIX": queue_prefix,
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-        "TICKWORK_WORKER_PROCESSES": "2",
-        "TICKWORK_WORKER_THREADS": "2",
-        "TICKWORK_MAX_RETRIES": "1",
-        "TICKWORK_MIN_BACKOFF_MS": "10",
-        "TICKWORK_MAX_BACKOFF_MS": "50",
-        "TICKWORK_METRICS_HOST": "127.0.0.1",
-        "TICKWORK_METRICS_DIR": str(tmp_path / "prom"),
-        "TICKWORK_JOB_MODULES": "tests.unit.scheduler_jobs",  # t_fail: a job that fails
-    }
+    env = services_env(
+        pg_url,
+        amqp_url,
+        queue_prefix,
+        **FAST_RETRIES,
+        TICKWORK_WORKER_PROCESSES="2",
+        TICKWORK_WORKER_THREADS="2",
+        TICKWORK_MAX_RETRIES="1",
+        TICKWORK_METRICS_HOST="127.0.0.1",
+        TICKWORK_METRICS_DIR=str(tmp_path / "prom"),
+        TICKWORK_JOB_MODULES=THROWAWAY_JOBS_MODULE,  # t_fail: a job that fails
+    )
     if shutil.which("prometheus") is None:  # Debian's prometheus package, like promtool
         service_unavailable("the prometheus binary (apt-get install prometheus)")
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     worker_port, scheduler_port = free_port(), free_port()
     # Given a worker tree and a scheduler, each with its own metrics port,
-    worker = start("worker", tmp_path, {**env, "TICKWORK_METRICS_PORT": str(worker_port)})
-    scheduler = start("scheduler", tmp_path, {**env, "TICKWORK_METRICS_PORT": str(scheduler_port)})
+    worker = start_process("worker", {**env, "TICKWORK_METRICS_PORT": str(worker_port)})
+    scheduler = start_process("scheduler", {**env, "TICKWORK_METRICS_PORT": str(scheduler_port)})
     procs = [worker, scheduler]
-    runtime = build_runtime(load_settings({k: v for k, v in env.items()}))
+    # (this process sends t_fail: tj declares it here, the module above in the worker)
+    runtime = build_runtime(load_settings(env))
     try:
-        wait_for(lambda: bool(scrape(worker_port)), 60, "worker metrics port", procs)
+        wait_for(lambda: bool(scrape(worker_port)), 60, "worker metrics port", processes=procs)
         # when a run is triggered, a failing job is retried then fails (dead-lettered), and a
         # malformed heartbeat message (an argument it does not take) is refused as poison,
         assert run_tickwork("jobs", "trigger", "heartbeat", cwd=tmp_path, **env).returncode == 0
@@ -213,29 +191,14 @@ def test_worker_and_scheduler_expose_every_metric_used(
             )
 
         # (and a minute passes, so periodiq publishes a tick the worker dispatches),
-        def seen() -> str:
-            m = scrape(worker_port)
-            return "; ".join(
-                f"{name}: {m[name]}"
-                for name in (
-                    "tickwork_job_runs_total",
-                    "dramatiq_message_retries_total",
-                    "tickwork_queue_dead_letters",
-                    "tickwork_scheduler_last_tick_timestamp_seconds",
-                )
-                if name in m
-            )
-
-        wait_for(worker_saw_everything, 150, "job, dead-letter and tick metrics", procs, seen)
+        wait_for(worker_saw_everything, 150, "job, dead-letter and tick metrics", processes=procs)
         worker_metrics = scrape(worker_port)
         scheduler_metrics = scrape(scheduler_port)
         prometheus_results = query_with_prometheus(tmp_path, [worker_port, scheduler_port])
         worker_dirs = list((tmp_path / "prom").iterdir())
     finally:
         runtime.broker.close()
-        for proc in procs:
-            proc.terminate()
-        outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+        outputs = [proc.stop(signal.SIGTERM) for proc in procs]
     # then the worker exposes every listed metric, merged from its two processes,
     assert LISTED - set(worker_metrics) == set()
     assert value(worker_metrics, "tickwork_job_expected_interval_seconds", job="heartbeat") == 60

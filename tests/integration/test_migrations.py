@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect
@@ -10,7 +9,6 @@ from sqlalchemy import inspect
 from schema import Base
 from schema import migrate as migrations
 from schema.engine import Database
-from tests.conftest import make_settings
 
 
 def test_postgres_migrations_match_the_models(pg_db: Any) -> None:
@@ -27,9 +25,8 @@ def test_postgres_downgrade_and_upgrade_round_trip(pg_db: Any) -> None:
     assert migrations.drift(pg_db.engine) == []
 
 
-def test_sqlite_migrations_match_the_models(tmp_path: Path) -> None:
-    db = Database(make_settings(tmp_path))
-    migrations.upgrade(db.engine)
-    migrations.upgrade(db.engine)  # idempotent
-    assert migrations.drift(db.engine) == []
-    db.dispose()
+def test_sqlite_migrations_match_the_models(sqlite_db: Database) -> None:
+    # Given a SQLite database migrated to head, when migrated again (idempotent),
+    migrations.upgrade(sqlite_db.engine)
+    # then autogenerate finds nothing to change.
+    assert migrations.drift(sqlite_db.engine) == []

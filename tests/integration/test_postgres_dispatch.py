@@ -10,28 +10,26 @@ from sqlalchemy import func, select
 
 from schema.base import utcnow
 from schema.scheduling import JobRun
-from tests.conftest import FERNET_KEY
-from tests.unit import scheduler_jobs as tj
+from tests.conftest import service_settings
+from tests.support.throwaway_jobs import ThrowawayJobs
 from tickwork.schedules import floor_minute
-from tickwork.settings import load_settings
 from workers.app import build_runtime
 from workers.scheduler.dispatcher import advance_watermark, dispatch
 
 
-def test_racing_dispatchers_and_duplicate_ticks_record_each_slot_once(pg_db: Any) -> None:
+def test_racing_dispatchers_and_duplicate_ticks_record_each_slot_once(
+    pg_db: Any, tj: ThrowawayJobs
+) -> None:
     # Given eight dispatchers (two schedulers, redelivered and re-sent ticks) racing
     # over the same ten minutes of ticks on one PostgreSQL database,
-    settings = load_settings(
-        {
-            "TICKWORK_DATABASE_URL": str(pg_db.engine.url.render_as_string(hide_password=False)),
-            "TICKWORK_FERNET_KEY": FERNET_KEY,
-        }
-    )
+    settings = service_settings(pg_db)  # no broker URL: the StubBroker
     runtime = build_runtime(settings, pg_db)
     start = floor_minute(utcnow()) - dt.timedelta(minutes=10)
     advance_watermark(pg_db, start - dt.timedelta(seconds=1))
-    jobs = {**tj.scheduled("t_count"), **tj.scheduled("t_silent", "0 */2 * * * *", overlap="allow")}
-    jobs["t_count"] = jobs["t_count"].__class__(**{**jobs["t_count"].__dict__, "overlap": "allow"})
+    jobs = {
+        **tj.scheduled("t_count", overlap="allow"),
+        **tj.scheduled("t_silent", "0 */2 * * * *", overlap="allow"),
+    }
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
 

@@ -1,37 +1,22 @@
-"""Group commit of run records, on PostgreSQL (batched unnest statements) and SQLite."""
+"""Group commit of run records, on PostgreSQL (batched unnest statements) and SQLite
+(the ``db`` fixture runs each test on both)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-from schema import migrate
 from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
-from tests.conftest import make_settings
 from workers.middleware.run_record_writer import FinishRun, RunRecordWriter, StartRun, beat_runs
 
 # A ``live_after`` in the future: no heartbeat counts as alive (tests of other rules).
 IGNORE_HEARTBEATS = utcnow() + dt.timedelta(days=365)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_db")
-        return
-    database = Database(make_settings(tmp_path))
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def _queued(db: Database, count: int) -> list[int]:

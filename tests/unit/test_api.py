@@ -1,4 +1,5 @@
-"""The admin API, against SQLite + the in-process broker (given / when / then)."""
+"""The admin API (given / when / then), on each ``system``: SQLite + the in-process
+broker, and PostgreSQL + RabbitMQ (``[services]``, marked ``integration``)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,12 @@ from admin.api.auth import create_token
 from schema.identity import ApiToken
 from schema.messaging import DeadLetter
 from schema.scheduling import ScheduledJobConfig
-from tests.conftest import Embedded
-from tests.unit import scheduler_jobs as tj
-
-
-@pytest.fixture(autouse=True)
-def reset_test_jobs() -> None:
-    tj.calls.clear()
+from tests.support.systems import System
+from tests.support.throwaway_jobs import ThrowawayJobs
 
 
 @pytest.fixture
-def client(system: Embedded) -> Iterator[tuple[TestClient, dict[str, str], Embedded]]:
+def client(system: System) -> Iterator[tuple[TestClient, dict[str, str], System]]:
     app = create_app(system.runtime.settings, system.db, system.broker)
     token = create_token(system.db, "tests").token
     with TestClient(app) as http:
@@ -33,9 +29,11 @@ def client(system: Embedded) -> Iterator[tuple[TestClient, dict[str, str], Embed
 
 
 def test_no_or_bad_or_expired_token_is_401(client: Any) -> None:
+    # Given the API, when asked without a token or with a bad one, then 401;
     http, headers, system = client
     assert http.get("/api/jobs").status_code == 401
     assert http.get("/api/jobs", headers={"Authorization": "Bearer tw_nope"}).status_code == 401
+    # when the token is older than 30 days, then 401 too.
     with system.db.session() as s:
         for row in s.scalars(select(ApiToken)):
             row.created_at = row.created_at - dt.timedelta(days=31)
@@ -43,7 +41,8 @@ def test_no_or_bad_or_expired_token_is_401(client: Any) -> None:
     assert http.get("/health").status_code == 200  # health needs no token
 
 
-def test_list_jobs_and_trigger_a_run(client: Any) -> None:
+def test_list_jobs_and_trigger_a_run(client: Any, tj: ThrowawayJobs) -> None:
+    # Given the jobs listed, with their schedules in words,
     http, headers, system = client
     jobs = {j["name"]: j for j in http.get("/api/jobs", headers=headers).json()}
     assert jobs["heartbeat"]["schedule_words"] == "every minute" and jobs["heartbeat"]["enabled"]
@@ -59,10 +58,12 @@ def test_list_jobs_and_trigger_a_run(client: Any) -> None:
 
 
 def test_history_only_failures(client: Any) -> None:
+    # Given a job that succeeded and one that failed,
     http, headers, system = client
     http.post("/api/jobs/t_count/trigger", headers=headers)
     http.post("/api/jobs/t_fail/trigger", headers=headers)
     system.drain()
+    # when each one's history is asked for failures only, then only failures come.
     failed = http.get("/api/jobs/t_fail/runs?failures=true", headers=headers).json()
     assert failed and all(r["status"] == "failed" for r in failed)
     assert "RuntimeError" in failed[0]["error"]
@@ -70,6 +71,7 @@ def test_history_only_failures(client: Any) -> None:
 
 
 def test_enable_disable_notify_and_unknown_job(client: Any) -> None:
+    # When a job is disabled, enabled, or told to mail its successes, then it says so;
     http, headers, _system = client
     assert http.post("/api/jobs/t_count/disable", headers=headers).json()["enabled"] is False
     assert http.post("/api/jobs/t_count/enable", headers=headers).json()["enabled"] is True
@@ -77,11 +79,13 @@ def test_enable_disable_notify_and_unknown_job(client: Any) -> None:
         "/api/jobs/t_count/notify-on-success", json={"enabled": True}, headers=headers
     )
     assert notify.json()["notify_on_success"] is True
+    # when the job does not exist, then 404 naming it.
     missing = http.post("/api/jobs/nope/trigger", headers=headers)
     assert missing.status_code == 404 and "no job named 'nope'" in missing.json()["detail"]
 
 
 def test_override_times_or_interval_but_not_both(client: Any) -> None:
+    # When an override gives both times and an interval,
     http, headers, system = client
     both = http.put(
         "/api/jobs/t_count/schedule", json={"times": "02:30", "interval": "05:00"}, headers=headers
@@ -90,6 +94,7 @@ def test_override_times_or_interval_but_not_both(client: Any) -> None:
     assert both.status_code == 422 and "not both" in both.json()["detail"]
     with system.db.session() as s:
         assert s.get(ScheduledJobConfig, "t_count") is None
+    # A bad time is refused naming it; good times are saved, and an empty body clears them.
     bad = http.put("/api/jobs/t_count/schedule", json={"times": "25:00"}, headers=headers)
     assert bad.status_code == 422 and "25:00" in bad.json()["detail"]
     ok = http.put("/api/jobs/t_count/schedule", json={"times": "02:30"}, headers=headers)
@@ -99,6 +104,8 @@ def test_override_times_or_interval_but_not_both(client: Any) -> None:
 
 
 def test_hold_and_release(client: Any) -> None:
+    # When held, then the health page says so; when released (a bad mode refused),
+    # then it no longer does.
     http, headers, _system = client
     assert http.post("/api/hold", headers=headers).json() == {"held": True}
     assert http.get("/health").json()["held"] is True
@@ -109,7 +116,8 @@ def test_hold_and_release(client: Any) -> None:
     assert http.get("/health").json()["held"] is False
 
 
-def test_dead_letters_list_replay_purge(client: Any) -> None:
+def test_dead_letters_list_replay_purge(client: Any, tj: ThrowawayJobs) -> None:
+    # Given three dead letters of one queue, then they are listed with their reason;
     http, headers, system = client
     with system.db.session() as s:
         for n in range(3):
@@ -124,7 +132,8 @@ def test_dead_letters_list_replay_purge(client: Any) -> None:
             )
     listed = http.get("/api/dead-letters?queue=default", headers=headers).json()
     assert len(listed) == 3 and listed[0]["reason"].startswith("kwargs")
-    # Replaying one sends it again (and it runs); purging removes the rest.
+    # when one is replayed, it is sent again and runs (an unknown one: 404); when the queue
+    # is purged, then the other two are removed.
     replayed = http.post(f"/api/dead-letters/{listed[0]['id']}/replay", headers=headers)
     assert replayed.json() == {"count": 1}
     system.drain()
@@ -155,6 +164,7 @@ def test_a_malformed_dead_letter_cannot_be_replayed(client: Any) -> None:
 
 
 def test_page_and_openapi_are_served(client: Any) -> None:
+    # When the page, its script and the OpenAPI document are asked for, then served.
     http, _headers, _system = client
     assert "<title>tickwork</title>" in http.get("/").text
     assert "Bearer" in http.get("/app.js").text

@@ -23,7 +23,7 @@ from schemathesis.checks import (
 
 from admin.api import create_app
 from admin.api.auth import create_token
-from tests.conftest import Embedded
+from tests.support.systems import Embedded
 
 CHECKS = [
     not_a_server_error,
@@ -33,10 +33,10 @@ CHECKS = [
 ]
 
 
-def test_no_input_gives_a_server_error(system: Embedded) -> None:
+def test_no_input_gives_a_server_error(embedded: Embedded) -> None:
     # Given the admin API over an embedded system and a valid token
-    app = create_app(system.runtime.settings, system.db, system.broker)
-    headers = {"Authorization": f"Bearer {create_token(system.db, 'schemathesis').token}"}
+    app = create_app(embedded.runtime.settings, embedded.db, embedded.broker)
+    headers = {"Authorization": f"Bearer {create_token(embedded.db, 'schemathesis').token}"}
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10, "the OpenAPI document lost its operations"

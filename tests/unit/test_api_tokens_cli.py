@@ -11,22 +11,22 @@ from admin.api.auth import TOKEN_PREFIX, check_token
 from admin.cli import api_tokens
 from admin.cli.main import app
 from schema.identity import ApiToken
-from tests.conftest import Embedded
+from tests.support.systems import Embedded
 
 
 @pytest.fixture
-def runner(system: Embedded, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setattr(api_tokens, "_db", lambda: system.db)
+def runner(embedded: Embedded, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setattr(api_tokens, "_db", lambda: embedded.db)
     return CliRunner()
 
 
-def _count(system: Embedded) -> int:
-    with system.db.session() as session:
+def _count(embedded: Embedded) -> int:
+    with embedded.db.session() as session:
         return int(session.scalar(select(func.count()).select_from(ApiToken)) or 0)
 
 
 def test_create_prints_a_working_token_once_then_list_and_revoke(
-    runner: CliRunner, system: Embedded
+    runner: CliRunner, embedded: Embedded
 ) -> None:
     # given / when: a token is created
     created = runner.invoke(app, ["api-token", "create", "ci bot"])
@@ -34,25 +34,25 @@ def test_create_prints_a_working_token_once_then_list_and_revoke(
     assert created.exit_code == 0, created.output
     token = created.output.strip().splitlines()[-1]
     assert token.startswith(TOKEN_PREFIX)
-    row = check_token(system.db, token, max_age_days=1)
+    row = check_token(embedded.db, token, max_age_days=1)
     assert row is not None and row.name == "ci bot" and token not in row.token_hash
     listed = runner.invoke(app, ["api-token", "list"])
     assert listed.exit_code == 0 and "ci bot" in listed.output and token not in listed.output
     # when: it is revoked, then: it no longer works
     revoked = runner.invoke(app, ["api-token", "revoke", str(row.id)])
     assert revoked.exit_code == 0, revoked.output
-    assert check_token(system.db, token, max_age_days=1) is None
+    assert check_token(embedded.db, token, max_age_days=1) is None
 
 
 def test_blank_name_and_unknown_id_are_refused_and_change_nothing(
-    runner: CliRunner, system: Embedded
+    runner: CliRunner, embedded: Embedded
 ) -> None:
     # given: no tokens
-    assert _count(system) == 0
+    assert _count(embedded) == 0
     # when / then: a blank name is refused with a message naming the problem
     blank = runner.invoke(app, ["api-token", "create", "   "])
     assert blank.exit_code == 2 and "token name" in blank.output
     # when / then: revoking an unknown id names the id
     unknown = runner.invoke(app, ["api-token", "revoke", "999"])
     assert unknown.exit_code == 1 and "no token with id 999" in unknown.output
-    assert _count(system) == 0
+    assert _count(embedded) == 0

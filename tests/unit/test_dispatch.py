@@ -1,7 +1,9 @@
 """The dispatcher and operator controls (given / when / then).
 
-``system`` is SQLite + StubBroker here; tests/integration/test_scheduler_on_services.py
-runs these same tests on PostgreSQL + RabbitMQ.
+Each test runs twice (the ``system`` fixture): on SQLite + StubBroker, and on PostgreSQL +
+RabbitMQ (``[services]``, marked ``integration``): duplicate ticks, redelivered messages,
+10 minutes of downtime under each catch-up policy, overlap, prechecks, retries, run now,
+overrides, hold/release and reaping behave the same on both.
 """
 
 from __future__ import annotations
@@ -14,26 +16,21 @@ from sqlalchemy import select
 
 from schema.base import utcnow
 from schema.scheduling import JobRun, ScheduledJobConfig
-from tests.conftest import Embedded
-from tests.unit import scheduler_jobs as tj
+from tests.support.systems import System, add_run
+from tests.support.throwaway_jobs import ThrowawayJobs
+from tests.support.waiting import wait_for
 from tickwork.errors import ScheduleError, UnknownJobError
 from tickwork.schedules import floor_minute
 from workers.scheduler import control
 from workers.scheduler.dispatcher import advance_watermark, dispatch
 
 
-def runs(e: Embedded, name: str) -> list[JobRun]:
-    with e.db.session() as s:
+def runs(system: System, name: str) -> list[JobRun]:
+    with system.db.session() as s:
         return list(s.scalars(select(JobRun).where(JobRun.job_name == name).order_by(JobRun.id)))
 
 
-@pytest.fixture(autouse=True)
-def reset_test_jobs() -> None:
-    tj.calls.clear()
-    tj.release_slow.clear()
-
-
-def test_duplicate_ticks_run_a_slot_once(system: Embedded) -> None:
+def test_duplicate_ticks_run_a_slot_once(system: System, tj: ThrowawayJobs) -> None:
     # Given a job due every minute, when the same tick arrives three times,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
@@ -48,12 +45,15 @@ def test_duplicate_ticks_run_a_slot_once(system: Embedded) -> None:
     assert tj.calls == ["t_count"]
 
 
-def test_redelivered_message_for_a_finished_run_is_dropped(system: Embedded) -> None:
+def test_redelivered_message_for_a_finished_run_is_dropped(
+    system: System, tj: ThrowawayJobs
+) -> None:
+    # Given a run that finished,
     minute = floor_minute(utcnow())
     dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_count"))
     system.drain()
     (run,) = runs(system, "t_count")
-    # When the same message is delivered again,
+    # when the same message is delivered again,
     actor = system.broker.get_actor("t_count")
     message = actor.message_with_options(kwargs={"run_id": run.id}).copy(message_id=run.message_id)
     system.broker.enqueue(message)
@@ -64,7 +64,7 @@ def test_redelivered_message_for_a_finished_run_is_dropped(system: Embedded) -> 
 
 
 def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
-    system: Embedded, caplog: pytest.LogCaptureFixture
+    system: System, tj: ThrowawayJobs, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a run executing on a worker thread (its heartbeat fresh),
     from workers.metrics.job_metrics import job_metrics
@@ -73,9 +73,7 @@ def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
     deferred_before = deferred._value.get()
     minute = floor_minute(utcnow())
     dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_slow"))
-    deadline = time.monotonic() + 20
-    while tj.calls != ["t_slow"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: tj.calls == ["t_slow"], 20, "t_slow running")
     (run,) = runs(system, "t_slow")
     # when the broker delivers its message again (a restart, or consumer_timeout),
     actor = system.broker.get_actor("t_slow")
@@ -98,7 +96,7 @@ def test_a_second_delivery_while_the_run_executes_is_deferred_not_run_twice(
     ("policy", "expected"), [("skip", ["schedule"]), ("once", ["catchup", "schedule"])]
 )
 def test_downtime_follows_the_catchup_policy(
-    system: Embedded, policy: str, expected: list[str]
+    system: System, tj: ThrowawayJobs, policy: str, expected: list[str]
 ) -> None:
     # Given a scheduler that last dispatched 10 minutes ago,
     minute = floor_minute(utcnow())
@@ -115,14 +113,12 @@ def test_downtime_follows_the_catchup_policy(
         assert runs(system, "t_count")[0].scheduled_for == minute - dt.timedelta(minutes=1)
 
 
-def test_overlap_skip_records_a_skipped_run(system: Embedded) -> None:
+def test_overlap_skip_records_a_skipped_run(system: System, tj: ThrowawayJobs) -> None:
     # Given a slow run still going,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_slow")
     dispatch(system.db, system.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
-    deadline = time.time() + 10
-    while not tj.calls and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: tj.calls, 10, "t_slow running")
     # when its next slot comes,
     dispatch(system.db, system.broker, minute, jobs=jobs)
     tj.release_slow.set()
@@ -134,91 +130,110 @@ def test_overlap_skip_records_a_skipped_run(system: Embedded) -> None:
     assert tj.calls == ["t_slow"]
 
 
-def test_overlap_allow_runs_both(system: Embedded) -> None:
+def test_overlap_allow_runs_both(system: System, tj: ThrowawayJobs) -> None:
+    # Given a slow job that allows overlap, when its next slot comes while it runs,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_slow", overlap="allow")
     dispatch(system.db, system.broker, minute - dt.timedelta(minutes=1), jobs=jobs)
     dispatch(system.db, system.broker, minute, jobs=jobs)
     tj.release_slow.set()
     system.drain()
+    # then both slots run.
     assert [r.status for r in runs(system, "t_slow")] == ["succeeded", "succeeded"]
 
 
-def test_precheck_skip_is_recorded_as_last_skipped(system: Embedded) -> None:
+def test_precheck_skip_is_recorded_as_last_skipped(system: System, tj: ThrowawayJobs) -> None:
     from admin.job_status import job_statuses
 
+    # Given a job whose precheck finds nothing to do, when its slot comes,
     dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_precheck"))
     system.drain()
+    # then the run is recorded as skipped with the reason, the job never ran,
     (run,) = runs(system, "t_precheck")
     assert run.status == "skipped" and run.skip_reason == "nothing pending"
     assert tj.calls == []
+    # and the job's status shows a last skip, not a last success.
     status = {s.name: s for s in job_statuses(system.db)}["t_precheck"]
     assert status.last_skip is not None and status.last_success is None
 
 
-def test_failure_is_retried_then_failed_with_secrets_scrubbed(system: Embedded) -> None:
+def test_failure_is_retried_then_failed_with_secrets_scrubbed(
+    system: System, tj: ThrowawayJobs
+) -> None:
+    # Given a job that always fails (one retry), when its slot runs,
     dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_fail"))
     system.drain()
+    # then it is tried twice, then failed, the error recorded without the secret in it.
     (run,) = runs(system, "t_fail")
     assert tj.calls == ["t_fail", "t_fail"]  # max_retries=1
     assert run.status == "failed" and run.attempts == 2
     assert "RuntimeError" in (run.error or "") and "hunter2" not in (run.error or "")
 
 
-def test_run_now_queues_a_manual_run(system: Embedded) -> None:
+def test_run_now_queues_a_manual_run(system: System) -> None:
+    # When a job is run now (no slot),
     run_id = control.trigger(system.db, system.broker, "t_count")
     system.drain()
+    # then a manual run is recorded, and it runs.
     (run,) = runs(system, "t_count")
     assert run.id == run_id and run.trigger == "manual" and run.scheduled_for is None
     assert run.status == "succeeded"
 
 
-def test_unknown_job_is_named(system: Embedded) -> None:
+def test_unknown_job_is_named(system: System) -> None:
+    # When a job that does not exist is triggered or disabled, then the error names it.
     with pytest.raises(UnknownJobError, match="no job named 'nope'"):
         control.trigger(system.db, system.broker, "nope")
     with pytest.raises(UnknownJobError):
         control.set_enabled(system.db, "nope", False)
 
 
-def test_disabled_job_is_not_dispatched(system: Embedded) -> None:
+def test_disabled_job_is_not_dispatched(system: System, tj: ThrowawayJobs) -> None:
+    # Given a disabled job, when its slot comes,
     control.set_enabled(system.db, "t_count", False)
     dispatch(system.db, system.broker, floor_minute(utcnow()), jobs=tj.scheduled("t_count"))
     system.drain()
+    # then it does not run.
     assert runs(system, "t_count") == []
 
 
-def test_override_times_or_interval_never_both(system: Embedded) -> None:
+def test_override_times_or_interval_never_both(system: System) -> None:
+    # When an override gives both times and an interval, or a bad time, then it is refused
     with pytest.raises(ScheduleError, match="not both"):
         control.set_schedule_override(system.db, "t_count", times="02:00", interval="05:00")
     with pytest.raises(ScheduleError):
         control.set_schedule_override(system.db, "t_count", times="26:00")
     with system.db.session() as s:
-        assert s.get(ScheduledJobConfig, "t_count") is None  # nothing saved
+        assert s.get(ScheduledJobConfig, "t_count") is None  # and nothing is saved;
+    # when it gives an interval alone, then it is saved.
     control.set_schedule_override(system.db, "t_count", interval="05:00")
     with system.db.session() as s:
         config = s.get(ScheduledJobConfig, "t_count")
         assert config is not None and config.override_interval_s == 300
 
 
-def test_database_refuses_both_overrides_too(system: Embedded) -> None:
+def test_database_refuses_both_overrides_too(system: System) -> None:
     from sqlalchemy.exc import IntegrityError
 
+    # When both overrides are written around the checks, then the database refuses them.
     with pytest.raises(IntegrityError), system.db.session() as s:
         s.add(
             ScheduledJobConfig(job_name="t_count", override_times="02:00", override_interval_s=60)
         )
 
 
-def test_override_replaces_the_default_schedule(system: Embedded) -> None:
+def test_override_replaces_the_default_schedule(system: System, tj: ThrowawayJobs) -> None:
+    # Given an every-minute job overridden to run at a time five minutes from now,
     minute = floor_minute(utcnow())
     control.set_schedule_override(
         system.db, "t_count", times=(minute + dt.timedelta(minutes=5)).strftime("%H:%M")
     )
+    # when this minute's tick comes, then it does not run.
     dispatch(system.db, system.broker, minute, jobs=tj.scheduled("t_count"))
     assert runs(system, "t_count") == []  # the every-minute default no longer applies
 
 
-def test_hold_then_release_run_missed(system: Embedded) -> None:
+def test_hold_then_release_run_missed(system: System, tj: ThrowawayJobs) -> None:
     # Given jobs held for three ticks,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
@@ -244,29 +259,24 @@ def test_hold_then_release_run_missed(system: Embedded) -> None:
     assert [r.trigger for r in runs(system, "t_count")] == ["schedule", "catchup"]
 
 
-def test_hold_then_release_reschedule(system: Embedded) -> None:
+def test_hold_then_release_reschedule(system: System, tj: ThrowawayJobs) -> None:
+    # Given jobs held over a tick,
     minute = floor_minute(utcnow())
     jobs = tj.scheduled("t_count")
     control.hold(system.db)
     dispatch(system.db, system.broker, minute - dt.timedelta(minutes=2), jobs=jobs)
+    # when released with reschedule, then nothing missed is queued,
     queued = control.release(system.db, system.broker, "reschedule")
     assert queued == []
+    # and the next tick runs only its own slot.
     dispatch(system.db, system.broker, minute, jobs=jobs)
     system.drain()
     assert [r.scheduled_for for r in runs(system, "t_count")] == [minute]
 
 
-def test_stale_running_run_is_reaped(system: Embedded) -> None:
+def test_stale_running_run_is_reaped(system: System) -> None:
     # Given a run left running by a worker that vanished long ago,
-    with system.db.session() as s:
-        s.add(
-            JobRun(
-                job_name="t_count",
-                status="running",
-                trigger="manual",
-                started_at=utcnow() - dt.timedelta(hours=2),
-            )
-        )
+    add_run(system.db, "t_count", status="running", started_at=utcnow() - dt.timedelta(hours=2))
     # when the next tick comes, then it is failed with the reason.
     report = dispatch(system.db, system.broker, floor_minute(utcnow()), jobs={})
     assert len(report.reaped) == 1
@@ -274,7 +284,7 @@ def test_stale_running_run_is_reaped(system: Embedded) -> None:
     assert run.status == "failed" and "worker lost" in (run.error or "")
 
 
-def test_a_broken_override_does_not_stop_other_jobs(system: Embedded) -> None:
+def test_a_broken_override_does_not_stop_other_jobs(system: System, tj: ThrowawayJobs) -> None:
     # Given one job whose stored override is unreadable (written around the CLI/API checks)
     minute = floor_minute(utcnow())
     with system.db.session() as s:
@@ -290,20 +300,13 @@ def test_a_broken_override_does_not_stop_other_jobs(system: Embedded) -> None:
     assert "25:00" in report.errors[0][1]
 
 
-def test_run_whose_workers_keep_dying_is_failed_and_dead_lettered(system: Embedded) -> None:
+def test_run_whose_workers_keep_dying_is_failed_and_dead_lettered(
+    system: System, tj: ThrowawayJobs
+) -> None:
     # Given a run delivered again and again to workers that died mid-run (SIGKILL/OOM:
     # Dramatiq never counted those as retries),
-    with system.db.session() as s:
-        run = JobRun(
-            job_name="t_count",
-            status="running",
-            trigger="manual",
-            attempts=system.db.settings.max_redeliveries + 5,
-            started_at=utcnow(),
-        )
-        s.add(run)
-        s.flush()
-        run_id = run.id
+    attempts = system.db.settings.max_redeliveries + 5
+    run_id = add_run(system.db, "t_count", status="running", attempts=attempts, started_at=utcnow())
     # when it is delivered once more,
     system.broker.get_actor("t_count").send(run_id=run_id)
     system.drain()
@@ -312,13 +315,12 @@ def test_run_whose_workers_keep_dying_is_failed_and_dead_lettered(system: Embedd
     assert tj.calls == []
     assert run.status == "failed" and "gave up after" in (run.error or "")
     # and the message is kept in the dead-letter queue for inspection.
-    deadline = time.monotonic() + 10
-    while dead_lettered(system) < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)  # RabbitMQ: the nack lands just after the worker moves on
+    # (RabbitMQ: the nack lands just after the worker moves on)
+    wait_for(lambda: dead_lettered(system) >= 1, 10, "the message dead-lettered")
     assert dead_lettered(system) == 1
 
 
-def dead_lettered(system: Embedded) -> int:
+def dead_lettered(system: System) -> int:
     """Messages in the dead-letter queues (StubBroker's list, or RabbitMQ's .XQ queues)."""
     broker = system.broker
     if hasattr(broker, "dead_letters"):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import run_tickwork
+from tests.support.waiting import wait_for
 from workers.heartbeat import Heartbeat, age_s
 
 
@@ -15,11 +16,10 @@ def test_heartbeat_beats_while_alive_and_stops_when_not(tmp_path: Path) -> None:
     path = tmp_path / "hb" / "beat"
     alive = [True]
     heartbeat = Heartbeat(path, interval_s=0.05, alive=lambda: alive[0])
+    # Given a heartbeat started while the worker threads are alive, then it beats;
     heartbeat.start()
-    deadline = time.monotonic() + 5
-    while age_s(path) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert age_s(path) is not None and (age_s(path) or 0) < 1
+    wait_for(lambda: age_s(path) is not None, 5, "the first beat")
+    assert (age_s(path) or 0) < 1
     # When the worker threads die, the beat stops and the file ages.
     alive[0] = False
     time.sleep(0.2)

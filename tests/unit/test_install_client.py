@@ -14,8 +14,8 @@ from producers.client import InstallClient
 from schema.base import utcnow
 from schema.installs import Job, JobStepResult, PreflightResult
 from schema.orgs import ScratchOrg
-from tests.conftest import Embedded
-from tests.install_data import make_plan, make_user
+from tests.install_data import add_job, make_plan, make_user
+from tests.support.systems import Embedded
 
 
 @pytest.fixture
@@ -149,11 +149,9 @@ def test_cancel_before_start_cancels_at_once_and_finished_jobs_refuse(
     db = embedded.db
     plan = _plan(db)
     user = make_user(db)
-    with db.session() as s:
-        job = Job(plan_id=plan.plan_id, org_id="00DB", user_id=user, steps=plan.step_ids)
-        s.add(job)
-        s.flush()
-        job_id = job.id
+    # Given a job not started yet, when it is canceled, then at once; and once finished,
+    # a job refuses to be canceled again, as an unknown one is refused.
+    job_id = add_job(db, plan, user, "00DB")
     assert client.cancel_job(job_id) == "canceled"
     with pytest.raises(c.JobAlreadyFinished):
         client.cancel_job(job_id)

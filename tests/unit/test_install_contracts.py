@@ -7,7 +7,7 @@ from dramatiq import Message
 from sqlalchemy import select
 
 from schema.messaging import DeadLetter
-from tests.conftest import Embedded
+from tests.support.systems import Embedded
 from tickwork import contracts
 from tickwork.errors import ValidationError
 from tickwork.publish import publish

@@ -10,11 +10,9 @@ import pytest
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select
 
-from schema import migrate
 from schema.engine import Database
 from schema.installs import JOB_CANCELED, JOB_INTERRUPTED, Job, JobStepResult
-from tests.conftest import make_settings
-from tests.install_data import ACCESS_TOKEN, make_plan, make_user
+from tests.install_data import ACCESS_TOKEN, add_job, get_job, make_plan, make_user
 from tickwork.contracts import RunFlows
 from tickwork.events import StatusEvent, local_events
 from workers.installs.backends.local import LocalOrgBackend
@@ -31,38 +29,19 @@ MSG = "message-1"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Any, Database, list[StatusEvent]]]:
-    settings = make_settings(tmp_path)
-    db = Database(settings)
-    migrate.upgrade(db.engine)
+def env(sqlite_db: Database) -> Iterator[tuple[Any, Database, list[StatusEvent]]]:
+    """Settings, a migrated SQLite database, and the status events sent on it."""
+    settings = sqlite_db.settings
     events: list[StatusEvent] = []
     listeners = local_events(settings).listeners
     listeners.append(events.append)
-    yield settings, db, events
+    yield settings, sqlite_db, events
     listeners.remove(events.append)
-    db.dispose()
 
 
 def _job(db: Database, plan: Any, user_id: int, steps: list[int] | None = None, **kw: Any) -> int:
-    with db.session() as s:
-        job = Job(
-            plan_id=plan.plan_id,
-            org_id="00DORG",
-            user_id=user_id,
-            steps=steps if steps is not None else plan.step_ids,
-            message_id=MSG,
-            **kw,
-        )
-        s.add(job)
-        s.flush()
-        return job.id
-
-
-def _get(db: Database, job_id: int) -> Job:
-    with db.session() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
+    """A job of ``plan`` as the enqueuer leaves it: its message id recorded."""
+    return add_job(db, plan, user_id, steps=steps, message_id=MSG, **kw)
 
 
 def _results(db: Database, job_id: int) -> list[tuple[int, str]]:
@@ -88,7 +67,7 @@ def test_selected_steps_run_in_plan_order_and_the_job_completes(env: Any, tmp_pa
     status = run_flows(db, settings, LocalOrgBackend(settings, db), RunFlows(job_id=job_id), MSG)
     # then both selected steps ran, each result stored, the job complete with success_at,
     assert status == "complete"
-    job = _get(db, job_id)
+    job = get_job(db, job_id)
     assert job.status == "complete" and job.success_at is not None and job.exception is None
     assert _results(db, job_id) == [(plan.step_ids[0], "ok"), (plan.step_ids[1], "warn")]
     assert "installing into 00DORG" in job.log and "Step 'Layout': warn" in job.log
@@ -112,7 +91,7 @@ def test_a_failing_step_fails_the_job_with_a_scrubbed_traceback(env: Any) -> Non
     job_id = _job(db, plan, make_user(db))
     status = run_flows(db, settings, LocalOrgBackend(settings, db), RunFlows(job_id=job_id), MSG)
     assert status == "failed"
-    job = _get(db, job_id)
+    job = get_job(db, job_id)
     assert job.exception is not None and "RuntimeError" in job.exception
     assert "Traceback" in job.exception and "leaky_failing_step" in job.exception
     stored = job.exception + job.log + str(_results(db, job_id))
@@ -135,7 +114,7 @@ def test_a_failing_command_keeps_its_output_scrubbed(env: Any) -> None:
     assert run_flows(db, settings, LocalOrgBackend(settings, db), RunFlows(job_id=job_id), MSG) == (
         "failed"
     )
-    job = _get(db, job_id)
+    job = get_job(db, job_id)
     assert job.exception is not None and "exited with status 3" in job.exception
     assert "oops" in job.exception and ACCESS_TOKEN not in job.exception
 
@@ -174,7 +153,7 @@ def test_a_cancel_request_stops_the_job_before_the_next_step(env: Any) -> None:
     # then the running step finishes, the next one never starts, and the job says why.
     assert backend.canceled == "cancel requested"
     assert status == "canceled"
-    job = _get(db, job_id)
+    job = get_job(db, job_id)
     assert job.exception == JOB_CANCELED and job.canceled_at is not None
     assert _results(db, job_id) == [(plan.step_ids[0], "ok")]
     assert events[-1].status == "canceled"
@@ -193,7 +172,7 @@ def test_a_redelivered_message_for_a_started_job_ends_it_interrupted_without_run
     status = run_flows(db, settings, LocalOrgBackend(settings, db), RunFlows(job_id=job_id), MSG)
     # then it ends canceled with the retry message and no step ran.
     assert status == "canceled"
-    assert _get(db, job_id).exception == JOB_INTERRUPTED
+    assert get_job(db, job_id).exception == JOB_INTERRUPTED
     assert not marker.exists() and _results(db, job_id) == []
 
 
@@ -213,7 +192,7 @@ def test_a_finished_job_or_a_stray_message_runs_nothing(
     fresh = _job(db, plan, user)
     assert run_flows(db, settings, backend, RunFlows(job_id=fresh), "not-its-message") == "stray"
     assert run_flows(db, settings, backend, RunFlows(job_id=999), MSG) == "missing"
-    assert not marker.exists() and _get(db, fresh).status == "created"
+    assert not marker.exists() and get_job(db, fresh).status == "created"
 
 
 class _Raises(LocalOrgBackend):
@@ -235,7 +214,7 @@ def test_worker_shutdown_mid_step_cancels_with_the_retry_message(env: Any) -> No
         db, settings, _Raises(settings, db, Shutdown()), RunFlows(job_id=job_id), MSG
     )
     assert status == "canceled"
-    assert _get(db, job_id).exception == JOB_INTERRUPTED
+    assert get_job(db, job_id).exception == JOB_INTERRUPTED
     assert events[-1].status == "canceled"
 
 
@@ -245,7 +224,7 @@ def test_the_time_limit_fails_the_job_saying_so(env: Any) -> None:
     job_id = _job(db, plan, make_user(db))
     backend = _Raises(settings, db, TimeLimitExceeded())
     assert run_flows(db, settings, backend, RunFlows(job_id=job_id), MSG) == "failed"
-    assert "time limit of 3600 s" in (_get(db, job_id).exception or "")
+    assert "time limit of 3600 s" in (get_job(db, job_id).exception or "")
 
 
 def test_another_started_job_on_the_org_fails_this_one(env: Any) -> None:
@@ -257,7 +236,7 @@ def test_another_started_job_on_the_org_fails_this_one(env: Any) -> None:
     job_id = _job(db, plan, user)
     backend = LocalOrgBackend(settings, db)
     assert run_flows(db, settings, backend, RunFlows(job_id=job_id), MSG) == "failed"
-    assert "already running on this org" in (_get(db, job_id).exception or "")
+    assert "already running on this org" in (get_job(db, job_id).exception or "")
 
 
 class _Flaky(LocalOrgBackend):
@@ -312,7 +291,7 @@ def test_command_output_reaches_the_log_while_the_step_runs(env: Any) -> None:
         ) -> StepOutcome:
             def sink(text: str) -> None:
                 on_output(text)
-                seen_during.append(_get(db, job_id).log)
+                seen_during.append(get_job(db, job_id).log)
 
             return super().run_step(org, step, timeout_s, sink)
 
@@ -321,5 +300,5 @@ def test_command_output_reaches_the_log_while_the_step_runs(env: Any) -> None:
     )
     # The first line was in the log while the step still ran; nothing is logged twice.
     assert any("first line" in log and "second line" not in log for log in seen_during)
-    log = _get(db, job_id).log
+    log = get_job(db, job_id).log
     assert log.count("first line") == 1 and log.count("second line") == 1

@@ -13,8 +13,8 @@ from schema.base import utcnow
 from schema.catalog import Plan, Product, Step, Translation
 from schema.installs import Job, PreflightResult
 from schema.orgs import Org, ScratchOrg
-from tests.conftest import Embedded
-from tests.install_data import make_plan, make_user
+from tests.install_data import add_job, make_plan, make_user
+from tests.support.systems import Embedded
 from tickwork.contracts import Preflight, UpdateAllTranslations
 from tickwork.events import StatusEvent, local_events
 from tickwork.publish import publish
@@ -186,11 +186,7 @@ def test_the_minute_sweep_enqueues_a_job_whose_immediate_enqueue_was_lost(
     plan = make_plan(db, [("One", "task", "tests.install_data:ok_step", True)])
     user = make_user(db)
     # Given a job committed by a service that crashed before sending its enqueue message,
-    with db.session() as s:
-        job = Job(plan_id=plan.plan_id, org_id="00DLOST", user_id=user, steps=plan.step_ids)
-        s.add(job)
-        s.flush()
-        job_id = job.id
+    job_id = add_job(db, plan, user, "00DLOST")
     # when the scheduled enqueuer runs,
     run_id = control.trigger(db, embedded.broker, "enqueuer")
     embedded.drain()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tickwork.errors import ConfigError
@@ -9,10 +11,16 @@ from tickwork.settings import load_settings
 from workers.app import import_job_modules
 from workers.registry import all_jobs
 
+MODULE = "tests.support.throwaway_jobs_module"
 
-def test_listed_module_declares_its_jobs() -> None:
-    # Given a module with @job declarations, when it is listed, then its jobs are registered.
-    settings = load_settings({"TICKWORK_JOB_MODULES": "tests.unit.scheduler_jobs, workers.jobs"})
+
+def test_listed_module_declares_its_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a module with @job declarations, not imported yet (its jobs are forgotten
+    # after the test: tests/conftest.py),
+    monkeypatch.delitem(sys.modules, MODULE, raising=False)
+    assert "t_count" not in all_jobs()
+    # when it is listed, then its jobs are registered.
+    settings = load_settings({"TICKWORK_JOB_MODULES": f"{MODULE}, workers.jobs"})
     import_job_modules(settings)
     assert {"t_count", "heartbeat"} <= set(all_jobs())
 

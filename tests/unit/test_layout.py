@@ -126,9 +126,9 @@ def test_no_import_circles() -> None:
         if imp.type_checking:
             continue
         target = imp.target
-        if imp.source == target or (target.startswith(imp.source + ".") and imp.path.name == (
-            "__init__.py"
-        )):
+        if imp.source == target or (
+            target.startswith(imp.source + ".") and imp.path.name == ("__init__.py")
+        ):
             continue
         edges.setdefault(imp.source, set()).add(target)
     # Then no set of modules imports itself back

@@ -16,7 +16,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.ticker import send_tick
-from tests.conftest import Embedded
 from tests.promql import (
     DASHBOARD,
     MONITORING,
@@ -26,6 +25,7 @@ from tests.promql import (
     substitute_grafana_variables,
     used_metric_names,
 )
+from tests.support.systems import Embedded
 from workers.metrics.exposition import render_metrics
 from workers.scheduler import control
 

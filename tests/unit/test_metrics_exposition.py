@@ -8,7 +8,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from schema.engine import Database
-from tests.conftest import Embedded, make_settings
+from tests.conftest import make_settings
+from tests.support.systems import Embedded
 from workers.metrics.exposition import build_registry, render_metrics, start_metrics_server
 
 

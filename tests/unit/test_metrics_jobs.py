@@ -9,8 +9,7 @@ from prometheus_client import REGISTRY
 from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig
-from tests.conftest import Embedded
-from tests.unit import scheduler_jobs  # noqa: F401  (declares the t_* test jobs)
+from tests.support.systems import Embedded
 from workers.metrics.job_metrics import ExpectedIntervalCollector, job_metrics
 from workers.scheduler import control
 from workers.scheduler.dispatcher import DispatchReport

@@ -101,6 +101,4 @@ def test_worker_broker_gets_dramatiq_prometheus_without_its_own_port(tmp_path: P
     assert result.returncode == 0, result.stderr
     # then Dramatiq's Prometheus middleware comes first and the only fork is tickwork's
     # metrics server (Dramatiq's own server on 9191 is not started).
-    assert result.stdout.strip() == (
-        "DramatiqPrometheus ['workers.app:serve_worker_metrics']"
-    )
+    assert result.stdout.strip() == ("DramatiqPrometheus ['workers.app:serve_worker_metrics']")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dramatiq
 
-from tests.conftest import Embedded, make_settings
+from tests.conftest import make_settings
+from tests.support.systems import Embedded
 from workers.metrics.queue_metrics import QueueDepthCollector
 
 

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from schema.base import utcnow
 from schema.engine import Database
-from tests.conftest import Embedded
+from tests.support.systems import Embedded
 from tickwork.contracts import TICK
 from tickwork.schedules import floor_minute
 from workers.metrics.scheduler_metrics import SchedulerStateCollector

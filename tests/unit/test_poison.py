@@ -9,14 +9,9 @@ from sqlalchemy import select
 
 from schema.messaging import DeadLetter
 from schema.scheduling import JobRun
-from tests.conftest import Embedded
-from tests.unit import scheduler_jobs as tj
+from tests.support.systems import Embedded
+from tests.support.throwaway_jobs import ThrowawayJobs
 from workers.dead_letters import storable, why_malformed
-
-
-@pytest.fixture(autouse=True)
-def reset_test_jobs() -> None:
-    tj.calls.clear()
 
 
 def _reasons(e: Embedded) -> list[str]:
@@ -34,7 +29,7 @@ def _reasons(e: Embedded) -> list[str]:
     ],
 )
 def test_arguments_of_the_wrong_name_or_type_are_dead_lettered_not_run(
-    embedded: Embedded, kwargs: dict[str, object], expected: str
+    embedded: Embedded, tj: ThrowawayJobs, kwargs: dict[str, object], expected: str
 ) -> None:
     # Given a job with typed parameters, when a message brings arguments that cannot fit,
     actor = embedded.broker.get_actor("t_typed")
@@ -48,10 +43,12 @@ def test_arguments_of_the_wrong_name_or_type_are_dead_lettered_not_run(
         assert s.scalars(select(JobRun).where(JobRun.job_name == "t_typed")).all() == []
 
 
-def test_fitting_arguments_run(embedded: Embedded) -> None:
+def test_fitting_arguments_run(embedded: Embedded, tj: ThrowawayJobs) -> None:
+    # Given a job with typed parameters, when a message brings arguments that fit,
     actor = embedded.broker.get_actor("t_typed")
     embedded.broker.enqueue(actor.message_with_options(kwargs={"count": 2, "label": "x"}))
     embedded.drain()
+    # then it runs, and nothing is dead-lettered.
     assert tj.calls == ["t_typed"] and _reasons(embedded) == []
 
 

@@ -14,10 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from schema import migrate
 from schema.engine import Database
 from schema.sync import RemoteResource, SyncCursor
-from tests.conftest import make_settings
 from workers.sync.pull import pull
 from workers.sync.source import FileSource, HttpJsonSource, SourceError
 
@@ -71,11 +69,9 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(make_settings(tmp_path))
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
+def db(sqlite_db: Database) -> Database:
+    """SQLite only: what is checked here does not depend on the database."""
+    return sqlite_db
 
 
 def item(n: int, state: str = "ok", updated: str = "2026-11-01T00:00:00+00:00") -> dict[str, Any]:

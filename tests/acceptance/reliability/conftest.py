@@ -5,10 +5,6 @@ the end of the run. `--soak` runs the long versions."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import FERNET_KEY, run_tickwork, tickwork_command, tickwork_env
+from tests.conftest import run_tickwork, services_env
+from tests.support.processes import Process, ProcessStarter
 
 
 @dataclass
@@ -57,26 +54,24 @@ def soak(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--soak"))
 
 
-def suite_env(
-    tmp_path: Path, database_url: str, amqp_url: str, queue_prefix: str
-) -> dict[str, str]:
-    """The settings of the suite's processes, on a migrated database."""
-    values = {
-        "TICKWORK_DATABASE_URL": database_url,
-        "TICKWORK_BROKER_URL": amqp_url,
-        "TICKWORK_QUEUE_PREFIX": queue_prefix,  # unique per test; its queues deleted after
-        "TICKWORK_FERNET_KEY": FERNET_KEY,
-        "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.jobs",
-        "TICKWORK_WORKER_PROCESSES": "1",
-        "TICKWORK_WORKER_THREADS": "4",
-        "TICKWORK_WORKER_SHUTDOWN_TIMEOUT_S": "20",
-        "TICKWORK_METRICS_PORT": "0",
-        "TICKWORK_MIN_BACKOFF_MS": "100",
-        "TICKWORK_MAX_BACKOFF_MS": "500",
-        "TICKWORK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+def suite_env(tmp_path: Path, database: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
+    """The settings of the suite's processes, on a migrated database (a URL or a
+    ``Database``); ``queue_prefix`` is unique per test, its queues deleted after."""
+    values = services_env(
+        database,
+        amqp_url,
+        queue_prefix,
+        TICKWORK_JOB_MODULES="tests.acceptance.reliability.jobs",
+        TICKWORK_WORKER_PROCESSES="1",
+        TICKWORK_WORKER_THREADS="4",
+        TICKWORK_WORKER_SHUTDOWN_TIMEOUT_S="20",
+        TICKWORK_METRICS_PORT="0",
+        TICKWORK_MIN_BACKOFF_MS="100",
+        TICKWORK_MAX_BACKOFF_MS="500",
+        TICKWORK_HEARTBEAT_FILE=str(tmp_path / "heartbeat"),
         # A killed worker's run is taken over 3 heartbeats later: 6 s here, 15 s by default.
-        "TICKWORK_RUN_HEARTBEAT_S": "2",
-    }
+        TICKWORK_RUN_HEARTBEAT_S="2",
+    )
     migrated = run_tickwork("migrate", cwd=tmp_path, **values)
     assert migrated.returncode == 0, migrated.stderr
     return values
@@ -84,8 +79,7 @@ def suite_env(
 
 @pytest.fixture
 def env(tmp_path: Path, pg_db: Any, amqp_url: str, queue_prefix: str) -> dict[str, str]:
-    url = pg_db.engine.url.render_as_string(hide_password=False)
-    return suite_env(tmp_path, url, amqp_url, queue_prefix)
+    return suite_env(tmp_path, pg_db, amqp_url, queue_prefix)
 
 
 @pytest.fixture
@@ -100,59 +94,30 @@ def runtime(env: dict[str, str]) -> Iterator[Any]:
     rt.db.dispose()
 
 
-ProcessStarter = Callable[..., subprocess.Popen[str]]
-
-
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[ProcessStarter]:
-    """``start(command, env)``: a `tickwork <command>` process in its own process group,
-    its output in ``tmp_path/<command>-<n>.log`` (read it when a test fails); killed at
-    the end of the test."""
-    started: list[subprocess.Popen[str]] = []
-    counts: dict[str, int] = {}
-
-    def start(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
-        n = counts[command] = counts.get(command, -1) + 1
-        log = tmp_path / f"{command}-{n}.log"
-        proc = subprocess.Popen(
-            tickwork_command(command),
-            cwd=tmp_path,
-            env=tickwork_env(**env),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-
-
-@pytest.fixture
-def workers(
-    start_process: ProcessStarter, env: dict[str, str]
-) -> Callable[[], subprocess.Popen[str]]:
-    """Start `tickwork worker` processes on the suite's ``env``."""
+def workers(start_process: ProcessStarter, env: dict[str, str]) -> Callable[[], Process]:
+    """Start `tickwork worker` processes on the suite's ``env`` (logs: worker-<n>.log)."""
     return lambda: start_process("worker", env)
 
 
-def kill9(proc: subprocess.Popen[str]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+@pytest.fixture
+def broker_env(env: dict[str, str], rabbit: Any) -> dict[str, str]:
+    """The suite's ``env`` on the private RabbitMQ node of the test module's ``rabbit``
+    fixture, with a scheduled job too (``rel_minutely``)."""
+    return {
+        **env,
+        "TICKWORK_BROKER_URL": rabbit.url,
+        "TICKWORK_JOB_MODULES": (
+            "tests.acceptance.reliability.jobs,tests.acceptance.reliability.scheduled_jobs"
+        ),
+    }
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
+def executions(marker: Path) -> list[str]:
+    """The run id of each execution of ``rel_work`` that wrote a (whole) line to ``marker``."""
+    if not marker.exists():
+        return []
+    return [line.split()[0] for line in marker.read_text().split("\n")[:-1]]
 
 
 def scalar(rt: Any, sql: str, **params: Any) -> Any:

@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.reliability.conftest import (
-    Figures,
-    ProcessStarter,
-    record,
-    scalar,
-    wait_for,
-)
+from tests.acceptance.reliability.conftest import Figures, executions, record, scalar
 from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ, start_private_rabbitmq
+from tests.support.processes import ProcessStarter
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -28,21 +24,6 @@ def rabbit() -> Iterator[PrivateRabbitMQ]:
     node = start_private_rabbitmq()
     yield node
     node.stop()
-
-
-@pytest.fixture
-def broker_env(env: dict[str, str], rabbit: PrivateRabbitMQ) -> dict[str, str]:
-    return {
-        **env,
-        "TICKWORK_BROKER_URL": rabbit.url,
-        "TICKWORK_JOB_MODULES": (
-            "tests.acceptance.reliability.jobs,tests.acceptance.reliability.scheduled_jobs"
-        ),
-    }
-
-
-def _executions(marker: Path) -> list[str]:
-    return [line.split()[0] for line in marker.read_text().splitlines()] if marker.exists() else []
 
 
 def _seconds_to_next_minute() -> float:
@@ -76,7 +57,7 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         actor.send(seconds=35.0, marker=str(slow))
     for _ in range(total):
         actor.send(seconds=0.05, marker=str(quick))
-    wait_for(lambda: len(_executions(slow)) == 3, 30, "long jobs started")
+    wait_for(lambda: len(executions(slow)) == 3, 30, "long jobs started", processes=[worker])
     time.sleep(max(0.0, _seconds_to_next_minute() - 4))
     # when RabbitMQ's application is stopped for 10 s and started again,
     rabbit.stop_app()
@@ -97,11 +78,12 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         ),
         180,
         "all rel_work runs succeeded after the restart",
+        processes=[worker, scheduler],
     )
     recovery_s = time.monotonic() - stopped_at
     records = scalar(runtime, "SELECT count(*) FROM job_runs WHERE job_name='rel_work'")
-    executions = _executions(quick) + _executions(slow)
-    duplicated = len(executions) - len(set(executions)) + max(0, records - (total + 3))
+    executed = executions(quick) + executions(slow)
+    duplicated = len(executed) - len(set(executed)) + max(0, records - (total + 3))
     stuck = scalar(
         runtime,
         "SELECT count(*) FROM job_runs WHERE status IN ('running', 'queued')"
@@ -122,6 +104,7 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         ),
         60,
         "the tick of the outage's minute",
+        processes=[worker, scheduler],
     )
     slots = scalar(
         runtime,
@@ -139,7 +122,7 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
         Figures(
             "restart RabbitMQ under load",
             total + 3,
-            lost=total + 3 - len(set(executions)),
+            lost=total + 3 - len(set(executed)),
             duplicated=duplicated + (all_slots - distinct_slots),
             stuck=stuck,
             max_recovery_s=recovery_s,
@@ -147,9 +130,10 @@ def test_rabbitmq_restart_under_load_loses_and_duplicates_nothing(
     )
     runtime.broker.close()
     runtime.db.dispose()
-    assert len(set(executions)) == total + 3
+    assert len(set(executed)) == total + 3
     assert duplicated == 0 and stuck == 0
     assert all_slots == distinct_slots
     assert slots >= 1, "the minute whose tick fell in the outage was never dispatched"
-    log = (tmp_path / "worker-0.log").read_text()
-    assert "delivered again while it is still running" in log, "long jobs not redelivered?"
+    assert "delivered again while it is still running" in worker.output(), (
+        "long jobs not redelivered?"
+    )

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.reliability.conftest import (
-    Figures,
-    ProcessStarter,
-    record,
-    scalar,
-    wait_for,
-)
+from tests.acceptance.reliability.conftest import Figures, executions, record, scalar
 from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ, start_private_rabbitmq
-from tests.acceptance.reliability.test_broker_restart import broker_env  # noqa: F401
+from tests.support.processes import ProcessStarter
+from tests.support.waiting import wait_for
 
 TIMEOUT_MS = 3_000
 
@@ -37,10 +32,6 @@ def rabbit() -> Iterator[PrivateRabbitMQ]:
     node.stop()
 
 
-def _executions(marker: Path) -> list[str]:
-    return [line.split()[0] for line in marker.read_text().splitlines()] if marker.exists() else []
-
-
 def test_documented_setting_is_applied_at_runtime(rabbit: PrivateRabbitMQ) -> None:
     # docs/DEPLOY.md: rabbitmqctl eval 'application:set_env(rabbit, consumer_timeout, N).'
     rabbit.eval("application:set_env(rabbit, consumer_timeout, 7200000).")
@@ -50,7 +41,7 @@ def test_documented_setting_is_applied_at_runtime(rabbit: PrivateRabbitMQ) -> No
 def test_a_job_outliving_consumer_timeout_is_not_run_twice(
     tmp_path: Path,
     rabbit: PrivateRabbitMQ,
-    broker_env: dict[str, str],  # noqa: F811
+    broker_env: dict[str, str],
     start_process: ProcessStarter,
 ) -> None:
     from tickwork.settings import load_settings
@@ -63,15 +54,15 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
     worker = start_process("worker", broker_env)
     actor = runtime.broker.get_actor("rel_work")
     long_job = actor.send(seconds=12.0, marker=str(marker))
-    wait_for(lambda: len(_executions(marker)) == 1, 60, "long job started")
+    wait_for(lambda: len(executions(marker)) == 1, 60, "long job started", processes=[worker])
     started = time.monotonic()
     for _ in range(60):
         actor.send(seconds=0.2, marker=str(busy))
         time.sleep(0.25)
-        if "delivered again" in (tmp_path / "worker-0.log").read_text():
+        if "delivered again" in worker.output():
             break
     # when the broker times the delivery out and hands the message back,
-    log = (tmp_path / "worker-0.log").read_text()
+    log = worker.output()
     # then the worker notices the second delivery while the run is alive, says why,
     assert "delivered again while it is still running" in log, log[-3000:]
     # and the run completes once; the job never started a second time.
@@ -80,9 +71,10 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
         lambda: scalar(runtime, "SELECT status FROM job_runs WHERE id=:i", i=run_id) == "succeeded",
         90,
         "long run succeeded",
+        processes=[worker],
     )
     time.sleep(8)  # the deferred copy comes back (3 heartbeats: 6 s) and must be dropped
-    executions = _executions(marker)
+    executed = executions(marker)
     alive = worker.poll() is None
     runtime.broker.close()
     runtime.db.dispose()
@@ -90,11 +82,11 @@ def test_a_job_outliving_consumer_timeout_is_not_run_twice(
         Figures(
             "job longer than consumer_timeout",
             1,
-            lost=0 if executions else 1,
-            duplicated=len(executions) - 1,
+            lost=0 if executed else 1,
+            duplicated=len(executed) - 1,
             stuck=0,
             max_recovery_s=time.monotonic() - started,
         )
     )
-    assert executions == [str(run_id)]
+    assert executed == [str(run_id)]
     assert alive

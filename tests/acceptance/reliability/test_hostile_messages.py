@@ -6,7 +6,6 @@ good one is processed once. Messages are generated with hypothesis (1,000 by def
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
+from tests.acceptance.reliability.conftest import Figures, executions, record, scalar
+from tests.support.processes import Process
+from tests.support.waiting import wait_for
 
 MAX_MESSAGE_BYTES = 65_536
 FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id")
@@ -154,7 +155,7 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
     tmp_path: Path,
     env: dict[str, str],
     runtime: Any,
-    workers: Callable[..., subprocess.Popen[str]],
+    workers: Callable[[], Process],
     soak: bool,
 ) -> None:
     total = 10_000 if soak else 1_000
@@ -190,7 +191,7 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
     channel = connection.channel()
     # (publish only once the worker consumes: a message to a queue not yet declared by it
     # would be dropped by RabbitMQ as unroutable)
-    wait_for(lambda: _consumers(env, queue) > 0, 60, "the worker consuming")
+    wait_for(lambda: _consumers(env, queue) > 0, 60, "the worker consuming", processes=[worker])
     started = time.monotonic()
     for body in stream:
         channel.basic_publish(
@@ -210,6 +211,7 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
         600 if soak else 180,
         f"{len(hostile)} dead letters and {len(good_ids)} good runs "
         f"(have {rows()} and {good_runs()})",
+        processes=[worker],
     )
     elapsed_s = time.monotonic() - started
     time.sleep(1)  # anything extra (a duplicate row, a second run) would show by now
@@ -223,8 +225,7 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
         for m in hostile
         if m.message_id is not None and m.expected not in (reasons.get(m.message_id) or "")
     ]
-    lines = good_marker.read_text().splitlines() if good_marker.exists() else []
-    executions = [line.split()[0] for line in lines]  # run ids
+    executed = executions(good_marker)  # run ids
     # and the worker is still alive, and nothing is left unacknowledged on the queue.
     alive = worker.poll() is None
     connection = pika.BlockingConnection(pika.URLParameters(env["TICKWORK_BROKER_URL"]))
@@ -236,9 +237,8 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
         Figures(
             "hostile messages (+ good ones around them)",
             len(hostile),
-            lost=len(good_ids) - len(executions) + max(0, len(hostile) - len(letters)),
-            duplicated=max(0, len(executions) - len(good_ids))
-            + max(0, len(letters) - len(hostile)),
+            lost=len(good_ids) - len(executed) + max(0, len(hostile) - len(letters)),
+            duplicated=max(0, len(executed) - len(good_ids)) + max(0, len(letters) - len(hostile)),
             stuck=left,
             max_recovery_s=elapsed_s,
         )
@@ -246,7 +246,7 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_good_ones_run(
     assert alive, "the worker died"
     assert wrong_reason == [], wrong_reason[:10]
     assert len(letters) == len(hostile) and dead == len(hostile)
-    assert sorted(set(executions)) == sorted(executions) and len(executions) == len(good_ids)
+    assert sorted(set(executed)) == sorted(executed) and len(executed) == len(good_ids)
     assert left == 0
     kinds = {m.kind for m in hostile}
     assert len(kinds) == 9, kinds  # every kind was generated

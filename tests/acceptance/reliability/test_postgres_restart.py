@@ -7,7 +7,6 @@ the shared one on 127.0.0.1:5432 is never stopped. RabbitMQ is the shared one.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, suite_env, wait_for
+from tests.acceptance.reliability.conftest import Figures, executions, record, scalar, suite_env
 from tests.acceptance.reliability.private_postgres import (  # noqa: F401 (a fixture)
     PrivatePostgres,
     private_pg,
 )
+from tests.support.processes import Process
+from tests.support.waiting import wait_for
 
 DOWN_S = 5.0
 
@@ -37,41 +38,11 @@ def env(
     return suite_env(tmp_path, private_pg.url, amqp_url, queue_prefix)
 
 
-def _wait(
-    worker: subprocess.Popen[str],
-    tmp_path: Path,
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-) -> float:
-    """wait_for, telling on failure whether the worker is alive and what it logged."""
-
-    def done() -> bool:
-        if worker.poll() is not None:
-            raise AssertionError(f"{what}: the worker exited")
-        return predicate()
-
-    try:
-        return wait_for(done, timeout_s, what)
-    except AssertionError as exc:
-        state = "alive" if worker.poll() is None else f"exited {worker.returncode}"
-        raise AssertionError(f"{exc}; worker {state}; its log:\n{_log_tail(tmp_path)}") from None
-
-
-def _executions(marker: Path) -> int:
-    return marker.read_text().count("\n") if marker.exists() else 0
-
-
-def _log_tail(tmp_path: Path, chars: int = 4000) -> str:
-    log = tmp_path / "worker-0.log"  # the suite's `workers` fixture writes it
-    return log.read_text()[-chars:] if log.exists() else ""
-
-
 def test_postgres_restart_under_load_loses_no_run(
     tmp_path: Path,
     runtime: Any,
     private_pg: PrivatePostgres,  # noqa: F811
-    workers: Callable[[], subprocess.Popen[str]],
+    workers: Callable[[], Process],
     soak: bool,
 ) -> None:
     worker = workers()
@@ -82,20 +53,20 @@ def test_postgres_restart_under_load_loses_no_run(
     actor = runtime.broker.get_actor("rel_work")
     sent = {actor.send(seconds=seconds, marker=str(marker)).message_id for _ in range(total)}
     assert len(sent) == total
-    _wait(worker, tmp_path, lambda: _executions(marker) > total // 5, 120, "work under way")
+    wait_for(
+        lambda: len(executions(marker)) > total // 5, 120, "work under way", processes=[worker]
+    )
     # when PostgreSQL is stopped (fast: connections cut) for a few seconds and started again,
-    before = _executions(marker)
+    before = len(executions(marker))
     private_pg.restart(DOWN_S)
     back_at = time.monotonic()
-    during = _executions(marker) - before
+    during = len(executions(marker)) - before
     assert before + during < total, "the work was over before the outage: make the jobs longer"
-    resumed = _wait(
-        worker, tmp_path, lambda: _executions(marker) > before + during, 60, "work resumed"
+    resumed = wait_for(
+        lambda: len(executions(marker)) > before + during, 60, "work resumed", processes=[worker]
     )
     # then every job ends in exactly one succeeded record, and the worker is still there.
-    _wait(
-        worker,
-        tmp_path,
+    wait_for(
         lambda: (
             scalar(
                 runtime, "SELECT count(DISTINCT message_id) FROM job_runs WHERE status='succeeded'"
@@ -104,6 +75,7 @@ def test_postgres_restart_under_load_loses_no_run(
         ),
         120,
         "all runs succeeded after the restart",
+        processes=[worker],
     )
     recovery = time.monotonic() - back_at
     time.sleep(1.0)  # a late duplicate (a retried message) would show up now
@@ -119,14 +91,14 @@ def test_postgres_restart_under_load_loses_no_run(
     duplicated = sum(len(s) - 1 for s in per_message.values()) + len(set(per_message) - sent)
     stuck = sum(1 for _m, status, _a in rows if status in ("running", "queued"))
     retried = sum(1 for _m, _s, attempts in rows if attempts > 1)
-    executions = _executions(marker)
-    warnings = _log_tail(tmp_path, 10**7).count("database unreachable")
+    executed = len(executions(marker))
+    warnings = worker.output().count("database unreachable")
     record(Figures("restart PostgreSQL under load", total, lost, duplicated, stuck, recovery))
     print(
         f"\npostgres restart: down {DOWN_S} s, {during} executions during the outage, "
         f"writer retried {warnings} times, work resumed {resumed:.1f} s after the start, "
-        f"all succeeded {recovery:.1f} s after it; {executions} executions for {total} jobs, "
+        f"all succeeded {recovery:.1f} s after it; {executed} executions for {total} jobs, "
         f"{retried} runs with attempts > 1"
     )
-    assert (lost, duplicated, stuck) == (0, 0, 0), _log_tail(tmp_path)
-    assert worker.poll() is None, f"the worker exited:\n{_log_tail(tmp_path)}"
+    assert (lost, duplicated, stuck) == (0, 0, 0), worker.output()[-4000:]
+    assert worker.poll() is None, f"the worker exited:\n{worker.output()[-4000:]}"

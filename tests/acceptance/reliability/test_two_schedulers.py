@@ -10,7 +10,6 @@ the same minute before the clock moves on, as two replicas do every minute.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,11 @@ import pytest
 from croniter import croniter
 from sqlalchemy import text
 
-from tests.acceptance.reliability.conftest import Figures, record, scalar, wait_for
-from tests.acceptance.reliability.simulated_jobs import SCHEDULES
+from tests.acceptance.reliability.conftest import Figures, record, scalar
+from tests.support.processes import Process
+from tests.support.waiting import wait_for
+
+JOB_MODULE = "tests.acceptance.reliability.simulated_jobs"
 
 DAY_START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
@@ -30,7 +32,7 @@ DAY_START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 def env(env: dict[str, str]) -> dict[str, str]:  # extends the suite's env
     return {
         **env,
-        "TICKWORK_JOB_MODULES": "tests.acceptance.reliability.simulated_jobs",
+        "TICKWORK_JOB_MODULES": JOB_MODULE,
         # the simulated day is in the past: its ticks must not count as late
         "TICKWORK_TICK_SKIP_AFTER_S": str(10**9),
     }
@@ -51,9 +53,12 @@ def expected_slots(schedule: str, start: dt.datetime, end: dt.datetime) -> set[d
 def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
     env: dict[str, str],
     runtime: Any,
-    workers: Callable[[], subprocess.Popen[str]],
+    workers: Callable[[], Process],
     soak: bool,
 ) -> None:
+    # (imported here, not at collection: importing it declares the simulated jobs; the
+    # `runtime` fixture has imported it already, as the worker processes do)
+    from tests.acceptance.reliability.simulated_jobs import SCHEDULES
     from tickwork.contracts import TICK
     from tickwork.settings import load_settings
     from workers.app import build_runtime
@@ -102,6 +107,7 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
             ),
             60,
             f"minute {minute:%H:%M} dispatched",
+            processes=procs,
         )
     for t in threads:
         t.join(10)
@@ -113,6 +119,7 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
         ),
         120,
         "all runs finished",
+        processes=procs,
     )
     elapsed_s = time.monotonic() - started
     with runtime.db.engine.connect() as conn:

@@ -3,21 +3,18 @@ stuck or duplicated."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.acceptance.reliability.conftest import Figures, kill9, record, scalar, wait_for
-
-
-def _executions(marker: Path) -> list[str]:
-    return marker.read_text().split("\n")[:-1] if marker.exists() else []
+from tests.acceptance.reliability.conftest import Figures, executions, record, scalar
+from tests.support.processes import Process
+from tests.support.waiting import wait_for
 
 
 def test_kill_9_mid_maintenance_run_completes_the_run_once(
-    tmp_path: Path, runtime: Any, workers: Callable[[], subprocess.Popen[str]], soak: bool
+    tmp_path: Path, runtime: Any, workers: Callable[[], Process], soak: bool
 ) -> None:
     iterations = 10 if soak else 2
     worst = 0.0
@@ -27,10 +24,10 @@ def test_kill_9_mid_maintenance_run_completes_the_run_once(
         # Given a maintenance run in progress on a worker,
         worker = workers()
         sent = runtime.broker.get_actor("rel_work").send(seconds=3.0, marker=str(marker))
-        wait_for(lambda m=marker: bool(_executions(m)), 60, "run started")
+        wait_for(lambda m=marker: bool(executions(m)), 60, "run started", processes=[worker])
         run_id = scalar(runtime, "SELECT id FROM job_runs WHERE message_id=:m", m=sent.message_id)
         # when the worker is killed with SIGKILL,
-        kill9(worker)
+        worker.kill9()
         killed_at = time.monotonic()
         # and a new worker comes up, then the run is finished exactly once.
         replacement = workers()
@@ -40,9 +37,10 @@ def test_kill_9_mid_maintenance_run_completes_the_run_once(
             ),
             90,
             "run finished after the kill",
+            processes=[replacement],
         )
         worst = max(worst, time.monotonic() - killed_at)
-        kill9(replacement)
+        replacement.kill9()
         rows = scalar(runtime, "SELECT count(*) FROM job_runs WHERE id=:i", i=run_id)
         lost += int(rows == 0)
         status = scalar(runtime, "SELECT status FROM job_runs WHERE id=:i", i=run_id)
@@ -59,7 +57,7 @@ def test_kill_9_mid_maintenance_run_completes_the_run_once(
 
 
 def test_sigterm_under_load_loses_nothing(
-    tmp_path: Path, runtime: Any, workers: Callable[[], subprocess.Popen[str]], soak: bool
+    tmp_path: Path, runtime: Any, workers: Callable[[], Process], soak: bool
 ) -> None:
     total = 1000 if soak else 200
     marker = tmp_path / "executions"
@@ -68,17 +66,20 @@ def test_sigterm_under_load_loses_nothing(
     for _ in range(total):
         actor.send(seconds=0.02, marker=str(marker))
     worker = workers()
-    wait_for(lambda: len(_executions(marker)) > total // 5, 120, "work under way")
+    wait_for(
+        lambda: len(executions(marker)) > total // 5, 120, "work under way", processes=[worker]
+    )
     # when it is stopped with SIGTERM mid-stream (in-flight work finishes or is requeued),
     stopped_at = time.monotonic()
     worker.terminate()
     assert worker.wait(60) == 0
     # and another worker takes over, then every job ran to a succeeded record, once.
-    workers()
+    replacement = workers()
     wait_for(
         lambda: scalar(runtime, "SELECT count(*) FROM job_runs WHERE status='succeeded'") >= total,
         180,
         "all runs succeeded",
+        processes=[replacement],
     )
     recovery = time.monotonic() - stopped_at
     succeeded = scalar(runtime, "SELECT count(*) FROM job_runs WHERE status='succeeded'")

@@ -1,0 +1,1 @@
+"""What tests of every layer share: waiting, processes, the system under test, test jobs."""
