@@ -15,6 +15,7 @@ worker runtime and the web stack (about half of the CLI's start-up time).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
@@ -268,24 +269,25 @@ class TickworkGroup(TyperGroup):
     def make_context(
         self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
     ) -> Context:
-        try:
+        with _in_tickwork_words(self):
             return super().make_context(info_name, args, parent, **extra)
-        except typer.BadParameter as exc:
-            reword(exc)
-            raise
-        except Exception as exc:
-            _where_it_belongs(exc, self)
-            raise
 
     def invoke(self, ctx: Context) -> Any:
-        try:
+        with _in_tickwork_words(self):
             return super().invoke(ctx)
-        except typer.BadParameter as exc:
-            reword(exc)
-            raise
-        except Exception as exc:
-            _where_it_belongs(exc, self)
-            raise
+
+
+@contextlib.contextmanager
+def _in_tickwork_words(root: Command) -> Iterator[None]:
+    """Click's errors raised inside, reworded before they reach the user."""
+    try:
+        yield
+    except typer.BadParameter as exc:
+        reword(exc)
+        raise
+    except Exception as exc:
+        _where_it_belongs(exc, root)
+        raise
 
 
 def closest(name: str, known: list[str]) -> str | None:
