@@ -190,8 +190,14 @@ def test_worker_and_scheduler_expose_every_metric_used(
                 and "tickwork_scheduler_last_tick_timestamp_seconds" in m
             )
 
-        # (and a minute passes, so periodiq publishes a tick the worker dispatches),
+        def scheduler_published_a_tick() -> bool:
+            published = value(scrape(scheduler_port), "tickwork_scheduler_ticks_published_total")
+            return published >= 1
+
+        # (and a minute boundary passes, so periodiq publishes a tick the worker dispatches:
+        # the worker's tick gauges exist before any tick, so wait for the scheduler's count),
         wait_for(worker_saw_everything, 150, "job, dead-letter and tick metrics", processes=procs)
+        wait_for(scheduler_published_a_tick, 75, "a tick published", processes=procs)
         worker_metrics = scrape(worker_port)
         scheduler_metrics = scrape(scheduler_port)
         prometheus_results = query_with_prometheus(tmp_path, [worker_port, scheduler_port])
