@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,6 +38,9 @@ from admin.cli.common import (
 )
 from tickwork.errors import ConfigError
 from tickwork.settings import Settings, accept_env_twins
+
+if TYPE_CHECKING:
+    from schema.engine import Database
 
 app = typer.Typer(
     name="tickwork",
@@ -359,9 +362,10 @@ def scheduler() -> None:
     from workers.app import build_runtime
     from workers.metrics.exposition import metrics_port
 
-    _check_jobs_and_overrides(config)
-    # The worker runtime serves the scheduler's metrics (queue depths, run gauges).
+    # The worker runtime serves the scheduler's metrics (queue depths, run gauges); building
+    # it imports every job module, so only the overrides are left to check.
     runtime = build_runtime(config)
+    _check_jobs_and_overrides(config, runtime.db)
     port = metrics_port(config, "scheduler")
     if port:
         from workers.metrics.exposition import build_registry, start_metrics_server
@@ -449,21 +453,23 @@ def api(
     log.info("api stopped")
 
 
-def _check_jobs_and_overrides(config: Settings) -> None:
+def _check_jobs_and_overrides(config: Settings, db: Database | None = None) -> None:
     """Start-up refuses what would otherwise fail quietly later: a job module that does
     not import or a schedule that does not parse (``@job`` refuses it, naming the job),
-    and a schedule override in the database naming a job no module declares."""
+    and a schedule override in the database naming a job no module declares. ``db``: the
+    process's own handle, when it has one (else one is opened for the check)."""
     from schema.engine import Database
     from workers.app import import_job_modules
     from workers.registry import all_jobs
     from workers.scheduler.effective import check_overrides_name_known_jobs
 
     import_job_modules(config)
-    db = Database(config)
+    handle = db or Database(config)
     try:
-        check_overrides_name_known_jobs(db, all_jobs())
+        check_overrides_name_known_jobs(handle, all_jobs())
     finally:
-        db.dispose()
+        if db is None:
+            handle.dispose()
 
 
 def _export(config_overrides: bool) -> None:
