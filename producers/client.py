@@ -124,7 +124,8 @@ class InstallClient:
     def from_settings(cls, settings: Settings) -> InstallClient:
         """A client with its own database handle and a sender broker (a service's process;
         RabbitMQ only: in the embedded mode, pass the running system's broker)."""
-        return cls(Database(settings), sender_broker(settings), settings)
+        broker = sender_broker(settings)  # first: it refuses the embedded mode
+        return cls(Database(settings), broker, settings)
 
     def publish(self, payload: Contract, delay_ms: int | None = None) -> str:
         """Send ``payload`` (a contract of the catalogue) to its actor; the message id."""

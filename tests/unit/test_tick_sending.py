@@ -37,3 +37,25 @@ def test_a_tick_that_cannot_be_sent_is_given_up_loudly(caplog: pytest.LogCapture
     assert not send_tick_patiently(actor, "2026-11-29T10:00:00+00:00", patience_s=0.2)
     assert actor.sent == []
     assert any("NOT sent" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_a_process_that_only_publishes_declares_the_tick_itself() -> None:
+    from dramatiq.brokers.stub import StubBroker
+    from periodiq import PeriodiqMiddleware
+
+    from producers.ticker import declare_tick_actor
+    from tickwork.contracts import TICK
+    from tickwork.settings import load_settings
+
+    # Given a broker with no worker actors (a sender's) and a queue prefix,
+    broker = StubBroker()
+    broker.add_middleware(PeriodiqMiddleware())
+    settings = load_settings({"TICKWORK_QUEUE_PREFIX": "p."})
+    # when the ticker asks for the tick,
+    tick = declare_tick_actor(broker, settings)
+    # then it is declared on the scheduler queue, every minute, for periodiq to send,
+    assert tick.actor_name == TICK and tick.queue_name == "p.scheduler"
+    assert str(tick.options["periodic"]) == "* * * * *"
+    # and asking again gives the same actor (a broker that has one keeps it).
+    assert declare_tick_actor(broker, settings) is tick
+    broker.close()
