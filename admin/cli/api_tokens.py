@@ -1,8 +1,6 @@
 """``tickwork api-token create|list|revoke``: bearer tokens for the admin API.
 
-Imports inside commands: each command imports what it needs when it runs, so that
-``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
-worker runtime and the web stack (about half of the CLI's start-up time).
+Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
 
 from __future__ import annotations

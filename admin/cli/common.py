@@ -8,9 +8,7 @@ Exit codes, the same for every command (and listed in ``tickwork --help``):
 - 2: usage or configuration error: an unknown command or option, a malformed value,
   options that cannot be combined, a bad ``TICKWORK_*`` variable.
 
-Imports inside commands: each command imports what it needs when it runs, so that
-``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
-worker runtime and the web stack (about half of the CLI's start-up time).
+Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,7 @@
 Every option has an environment-variable twin (shown in ``--help``); the settings
 themselves are documented in the README's configuration table.
 
-Imports inside commands: each command imports what it needs when it runs, so that
-``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
-worker runtime and the web stack (about half of the CLI's start-up time).
+Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,7 @@ Liveness reads the heartbeat file the worker or scheduler touches while its thre
 alive (see workers/heartbeat.py): it never fails just because RabbitMQ or PostgreSQL is
 briefly down. Readiness asks whether the database and the broker answer right now.
 
-Imports inside commands: each command imports what it needs when it runs, so that
-``tickwork --help`` or ``tickwork schedule explain`` does not load the broker, the
-worker runtime and the web stack (about half of the CLI's start-up time).
+Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
 
 from __future__ import annotations
