@@ -10,21 +10,52 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from typing import Any
 
+import dramatiq
 from dramatiq import Worker
 
 from admin.api import create_app
 from producers.ticker import EmbeddedTicker
 from schema import migrate
+from schema.base import utcnow
 from schema.engine import Database
 from tickwork.plain_words import hide_password
 from tickwork.settings import Settings
 from workers.app import build_runtime, import_job_modules
 from workers.registry import all_jobs
 from workers.scheduler.effective import check_overrides_name_known_jobs
+from workers.scheduler.publish import republish_stranded
 
 logger = logging.getLogger(__name__)
+
+OUTBOX_POLL_S = 1.0  # how soon `tickwork run` sends runs another process recorded
+
+
+class OutboxPoller:
+    """Sends queued runs that nobody sent (recorded by the CLI from another terminal,
+    or whose send failed), every ``interval_s``, through the embedded broker."""
+
+    def __init__(self, broker: dramatiq.Broker, db: Database, interval_s: float) -> None:
+        self.broker, self.db, self.interval_s = broker, db, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                # No waiting period: the claim makes a race with the sender harmless.
+                republish_stranded(self.broker, self.db, utcnow(), older_than_s=0)
+            except Exception:  # the database is briefly busy: the next pass retries
+                logger.warning("outbox pass failed", exc_info=True)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -48,6 +79,7 @@ class EmbeddedSystem:
             worker_timeout=100,
         )
         self.ticker = EmbeddedTicker(self.runtime.broker, self.runtime.settings)
+        self.outbox = OutboxPoller(self.runtime.broker, self.db, OUTBOX_POLL_S)
         self.api_server: Any = None
         self.api_thread: Any = None
         self.api_unavailable: str | None = None  # why the admin page is not served
@@ -55,6 +87,7 @@ class EmbeddedSystem:
     def start(self) -> None:
         self.worker.start()
         self.ticker.start()
+        self.outbox.start()
         self._start_api()
 
     def _start_api(self) -> None:
@@ -65,8 +98,6 @@ class EmbeddedSystem:
         rest keeps running -- jobs matter more than the page, and the port may be held by
         an unrelated program. The banner then says the page is not served.
         """
-        import threading
-
         import uvicorn
 
         host, port = self.settings.api_host, self.settings.api_port
@@ -106,5 +137,6 @@ class EmbeddedSystem:
             self.api_server.should_exit = True
             self.api_thread.join(10)
         self.ticker.stop()
+        self.outbox.stop()
         self.worker.stop(timeout=self.settings.worker_shutdown_timeout_s * 1000)
         self.db.dispose()

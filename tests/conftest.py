@@ -258,6 +258,9 @@ def services(pg_db: Any, amqp_url: str, queue_prefix: str, tj: ThrowawayJobs) ->
     """PostgreSQL (tables emptied first) + RabbitMQ (the test's own queues) + an
     in-process Dramatiq worker."""
     settings = service_settings(pg_db, amqp_url, queue_prefix)
+    # The database handle carries the settings too (publishers read the queue prefix,
+    # age limit and heartbeat from it): the test's own, so its queues stay its own.
+    pg_db.settings = settings
     with running(Services, settings, pg_db, timeout_ms=100) as system:
         yield system
 

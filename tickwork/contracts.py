@@ -37,6 +37,10 @@ DELETE_SCRATCH_ORG = "delete_scratch_org"
 UPDATE_ALL_TRANSLATIONS = "update_all_translations"
 TICK = "tick"  # periodiq's minute tick; no payload (its minute is the scheduled_at option)
 
+# Message option of a scheduled run whose job skips overlapping runs: the worker judges
+# overlap when the slot is due ("skip" = skip this run if the job is busy then).
+OVERLAP_OPTION = "tickwork_overlap"
+
 
 class Contract(BaseModel):
     """Base of every payload: strict about unknown fields, immutable once built."""

@@ -27,3 +27,11 @@ class ServiceUnavailableError(TickworkError):
 
 class MigrationError(TickworkError):
     """The database schema is not at the revision this code expects."""
+
+
+class JobBusyError(TickworkError):
+    """A job asked to run now already has a run going (run it anyway with force)."""
+
+
+class NoRunningSystemError(TickworkError):
+    """Embedded mode: nothing would run the work, no ``tickwork run`` is running."""

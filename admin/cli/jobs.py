@@ -72,9 +72,15 @@ def _db() -> Database:
 
 
 def _broker(db: Database) -> Any:
+    """The broker that starts runs from this process, or None in the embedded mode: the
+    running `tickwork run` sends them (its outbox); none running is an error, said
+    before anything is recorded."""
+    from admin.run_handoff import runs_broker
     from workers.app import build_runtime
 
-    return build_runtime(db.settings, db).broker
+    if db.settings.embedded_broker:
+        return runs_broker(db.settings, None)
+    return runs_broker(db.settings, build_runtime(db.settings, db).broker)
 
 
 JobName = Annotated[
@@ -262,14 +268,30 @@ def history(
 
 @app.command()
 @handles_errors
-def trigger(name: JobName) -> None:
-    """Run a job now (queued; runs as soon as a worker is free)."""
+def trigger(
+    name: JobName,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            envvar="TICKWORK_TRIGGER_FORCE",
+            help="Run it even while a run of the job is queued or running (alongside it).",
+        ),
+    ] = False,
+) -> None:
+    """Run a job now: sent at once (no jitter), it starts as soon as a worker is free.
+
+    While a run of the job is queued or running this is refused (exit 1), naming that
+    run, unless --force. In the embedded mode the running `tickwork run` starts it.
+    """
     from workers.scheduler import control
 
     name = _known(name)
     db = _db()
-    run_id = control.trigger(db, _broker(db), name)
-    typer.echo(f"queued run {run_id} of {name}")
+    broker = _broker(db)
+    run_id = control.trigger(db, broker, name, force=force)
+    by = "the running `tickwork run` starts it within a second" if broker is None else "sent"
+    typer.echo(f"queued run {run_id} of {name} ({by})")
 
 
 @app.command()
@@ -371,5 +393,7 @@ def release(
     if not held:
         typer.echo("nothing is held; nothing to release")
         return
-    queued = control.release(db, _broker(db), "run-missed" if run_missed else "reschedule")
+    # --reschedule starts nothing, so it needs no running system.
+    broker = _broker(db) if run_missed else None
+    queued = control.release(db, broker, "run-missed" if run_missed else "reschedule")
     typer.echo("released" + (f"; queued missed runs of: {', '.join(queued)}" if queued else ""))

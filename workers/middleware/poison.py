@@ -45,6 +45,7 @@ class PoisonMiddleware(Middleware):
             reason=reason,
             message=message.asdict(),
         )
+        message.options["tickwork_refused"] = reason  # the run, if any, fails with it
         message.fail()
 
     def _why_poison(self, broker: dramatiq.Broker, message: MessageProxy) -> str | None:

@@ -397,6 +397,26 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
     return out
 
 
+def fail_unstarted(db: Database, run_id: int, error: str) -> JobRun | None:
+    """Fail a run that never started (its message was dropped or refused); the run as
+    stored, or None when it had already moved on (finished, or running elsewhere)."""
+    stmt = (
+        RUNS.update()
+        .where(RUNS.c.id == run_id, RUNS.c.status == "queued")
+        .values(status="failed", error=error, finished_at=utcnow())
+        .returning(*RUNS.c)
+    )
+    with db.statement() as connection:
+        row = connection.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    values = row._asdict()
+    for name, value in values.items():
+        if isinstance(value, dt.datetime):
+            values[name] = _utc(value)
+    return JobRun(**values)
+
+
 def beat_runs(db: Database, run_ids: Sequence[int]) -> int:
     """Refresh the heartbeat of runs this process is executing; how many were running."""
     if not run_ids:

@@ -26,12 +26,14 @@ from typing import Any, NoReturn
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from schema.base import utcnow
 from schema.engine import Database
+from schema.run_lifecycle import STALE_HEARTBEATS, live_after
 from schema.scheduling import FINISHED_STATUSES, JobRun
+from tickwork.contracts import OVERLAP_OPTION
 from tickwork.scrub import scrub
 from workers.context import JobResult, RunContext, set_current_run
 from workers.metrics.job_metrics import count_deferred_delivery
@@ -40,6 +42,7 @@ from workers.middleware.run_record_writer import (
     RunRecordWriter,
     StartRun,
     beat_runs,
+    fail_unstarted,
     worker_name,
 )
 from workers.runtime import Runtime
@@ -47,7 +50,7 @@ from workers.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
-STALE_HEARTBEATS = 3  # a run whose heartbeat is this many intervals old lost its worker
+OVERLAP_REASON = "the job was still running when this slot came (overlap policy: skip)"
 
 
 @dataclass
@@ -57,6 +60,13 @@ class StillRunning:
     run_id: int
     worker: str | None
     heartbeat_age_s: float
+
+
+@dataclass
+class Skipped:
+    """The run was recorded skipped at its start (overlap): acknowledged, not run."""
+
+    run: JobRun
 
 
 class RunRecordMiddleware(Middleware):
@@ -89,25 +99,31 @@ class RunRecordMiddleware(Middleware):
         runtime = self._runtime()
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
-        live_after = utcnow() - dt.timedelta(seconds=STALE_HEARTBEATS * settings.run_heartbeat_s)
-        started: tuple[int, str, dt.datetime | None] | JobRun | StillRunning | None
+        alive_after = live_after(utcnow(), settings.run_heartbeat_s)
+        started: tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None
+        skip_if_busy = message.options.get(OVERLAP_OPTION) == "skip"
 
         # Fast path, shared with the other threads' writes: mark the run started (or
         # create it for a plain message). It finds nothing when the run is finished or
-        # its worker keeps dying.
-        started = self._writer(runtime.db).start(
-            StartRun(
-                message_id=message.message_id,
-                actor_name=message.actor_name,
-                run_id=message.kwargs.get("run_id"),
-                redelivery_limit=limit,
-                sent_at=_sent_at(message),
-                live_after=live_after,
+        # its worker keeps dying. A slot that must not overlap takes the careful path.
+        started = None
+        if not skip_if_busy:
+            started = self._writer(runtime.db).start(
+                StartRun(
+                    message_id=message.message_id,
+                    actor_name=message.actor_name,
+                    run_id=message.kwargs.get("run_id"),
+                    redelivery_limit=limit,
+                    sent_at=_sent_at(message),
+                    live_after=alive_after,
+                )
             )
-        )
         if started is None:
             with runtime.db.session() as session:  # the careful path decides what to do
-                started = self._start_carefully(session, message, limit, live_after)
+                started = self._start_carefully(session, message, limit, alive_after, skip_if_busy)
+        if isinstance(started, Skipped):
+            self.finished(started.run)
+            raise SkipMessage(started.run.skip_reason)
         if isinstance(started, StillRunning):
             self._defer(broker, message, started, settings.run_heartbeat_s)
         if isinstance(started, JobRun):
@@ -182,11 +198,17 @@ class RunRecordMiddleware(Middleware):
         raise SkipMessage(f"run {busy.run_id} is still running on {busy.worker}")
 
     def _start_carefully(
-        self, session: Session, message: MessageProxy, limit: int, live_after: dt.datetime
-    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | None:
+        self,
+        session: Session,
+        message: MessageProxy,
+        limit: int,
+        alive_after: dt.datetime,
+        skip_if_busy: bool = False,
+    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None:
         """The run is finished (None), running on another delivery (StillRunning), given
         up on after its workers kept dying (the failed run, to be committed before the
-        message is dead-lettered), or missing."""
+        message is dead-lettered), skipped because its job is busy (Skipped), or
+        missing."""
         run_id = message.kwargs.get("run_id")
         run: JobRun | None = None
         if run_id is not None:
@@ -210,7 +232,7 @@ class RunRecordMiddleware(Middleware):
             )
             return None
         heartbeat = run.heartbeat_at
-        if run.status == "running" and heartbeat is not None and heartbeat > live_after:
+        if run.status == "running" and heartbeat is not None and heartbeat > alive_after:
             return StillRunning(run.id, run.worker, (utcnow() - heartbeat).total_seconds())
         if run.status == "running" and run.attempts >= limit:
             # The previous deliveries never came back: their worker died.
@@ -222,6 +244,12 @@ class RunRecordMiddleware(Middleware):
             )
             session.flush()
             return run
+        if skip_if_busy and run.status == "queued" and _job_busy(session, run, alive_after):
+            run.status = "skipped"
+            run.skip_reason = OVERLAP_REASON
+            run.finished_at = utcnow()
+            session.flush()
+            return Skipped(run)
         run.status = "running"
         run.started_at = run.heartbeat_at = utcnow()
         run.attempts += 1
@@ -242,6 +270,8 @@ class RunRecordMiddleware(Middleware):
         ctx = self._contexts.pop(id(message), None)
         set_current_run(None)
         if ctx is None:
+            if message.failed:  # refused before the job started (poison)
+                self._fail_unstarted(broker, message)
             return
         finished = utcnow()
 
@@ -279,8 +309,36 @@ class RunRecordMiddleware(Middleware):
             self.finished(run)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._contexts.pop(id(message), None)
+        ctx = self._contexts.pop(id(message), None)
         set_current_run(None)
+        if ctx is None and message.failed:
+            self._fail_unstarted(broker, message)
+
+    def _fail_unstarted(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """A run's message was failed before the job could start (too old for the age
+        limit, or refused as malformed): the run can never start, so it is failed now,
+        with the reason, instead of staying queued (docs/RUN_LIFECYCLE.md)."""
+        run_id = message.kwargs.get("run_id") if isinstance(message.kwargs, dict) else None
+        if not isinstance(run_id, int) or not self._is_job(broker, message):
+            return
+        settings = self._runtime().settings
+        cause = message.options.get("tickwork_refused") or str(
+            getattr(message, "_exception", None) or "refused by middleware"
+        )
+        if "age limit" in cause:
+            why = (
+                f"dropped unprocessed: its message was older than the message age limit "
+                f"({settings.message_age_limit_s} s) when a worker received it"
+            )
+        else:
+            why = f"dropped unprocessed: {cause}"
+        try:
+            run = fail_unstarted(self._runtime().db, run_id, scrub(why) or why)
+        except Exception:  # the dispatcher's expiry fails it later (past the age limit)
+            logger.exception("could not record run %s as failed (%s)", run_id, why)
+            return
+        if run is not None:
+            self.finished(run)
 
     def finished(self, run: JobRun) -> None:
         """Call every on_finished hook (also used for runs the dispatcher reaps)."""
@@ -289,6 +347,27 @@ class RunRecordMiddleware(Middleware):
                 hook(run)
             except Exception:
                 logger.exception("run-finished hook %r failed for run %s", hook, run.id)
+
+
+def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
+    """Another run of ``run``'s job executes on a live worker right now."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two slots of one job starting at once in two processes must not both see "free".
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"tickwork-overlap:{run.job_name}"},
+        )
+    other = session.scalars(
+        select(JobRun.id)
+        .where(
+            JobRun.job_name == run.job_name,
+            JobRun.id != run.id,
+            JobRun.status == "running",
+            func.coalesce(JobRun.heartbeat_at, JobRun.started_at) > alive_after,
+        )
+        .limit(1)
+    ).first()
+    return other is not None
 
 
 def _sent_at(message: MessageProxy) -> dt.datetime | None:

@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from schema.base import utcnow
 from schema.engine import Database
+from schema.run_lifecycle import blocking
 from schema.scheduling import JobRun, ScheduledJobConfig
-from tickwork.errors import ScheduleError
+from tickwork.errors import JobBusyError, ScheduleError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, get_job
 from workers.scheduler.dispatcher import insert_run, lock_state
@@ -23,15 +24,43 @@ from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run
 
 
-def trigger(db: Database, broker: dramatiq.Broker, job_name: str) -> int:
-    """Queue a manual run now; it runs as soon as a worker is free. Returns the run id."""
+def trigger(
+    db: Database, broker: dramatiq.Broker | None, job_name: str, *, force: bool = False
+) -> int:
+    """Run a job now: a manual run, sent at once (no jitter) and started as soon as a
+    worker is free. Returns the run id.
+
+    While a run of the job is queued or running, "run now" is refused with
+    :class:`JobBusyError` naming that run, unless ``force``: then a second run starts
+    alongside it (manual runs are never skipped by the overlap policy).
+
+    ``broker`` None: only record the run; the outbox of the process that runs the
+    workers sends it (the CLI in the embedded mode, docs/RUN_LIFECYCLE.md).
+    """
     spec = get_job(job_name)
+    settings = db.settings
     with db.session() as session:
+        if not force:
+            now = utcnow()
+            going = session.scalars(
+                select(JobRun)
+                .where(JobRun.job_name == spec.name, JobRun.status.in_(("queued", "running")))
+                .where(blocking(now, settings.run_heartbeat_s, settings.message_age_limit_s))
+                .order_by(JobRun.id)
+            ).first()
+            if going is not None:
+                since = going.started_at or going.queued_at
+                raise JobBusyError(
+                    f"run {going.id} of {spec.name} is {going.status} (since "
+                    f"{since:%Y-%m-%d %H:%M:%S} UTC); not starting another. Wait for it, or "
+                    "use --force (API: force=true) to run one alongside it"
+                )
         run_id = insert_run(session, spec.name, None, trigger="manual", status="queued")
         assert run_id is not None  # NULL slots never conflict
         run = session.get(JobRun, run_id)
         assert run is not None
-    publish_run(broker, db, run, spec)
+    if broker is not None:
+        publish_run(broker, db, run, spec)
     return run_id
 
 
@@ -97,13 +126,14 @@ def hold(db: Database) -> None:
 
 def release(
     db: Database,
-    broker: dramatiq.Broker,
+    broker: dramatiq.Broker | None,
     mode: Literal["run-missed", "reschedule"],
     now: dt.datetime | None = None,
 ) -> list[str]:
     """Release held jobs. ``run-missed``: each job that missed a slot while held runs
     once now. ``reschedule``: missed slots are dropped and interval jobs count from now,
-    as if they had just run. Returns the names of jobs queued by the release."""
+    as if they had just run. Returns the names of jobs queued by the release.
+    ``broker`` None: the runs are only recorded, for the outbox to send (as in trigger)."""
     if mode not in ("run-missed", "reschedule"):
         raise ValueError(f"release mode must be 'run-missed' or 'reschedule', not {mode!r}")
     now = now or utcnow()
@@ -144,6 +174,8 @@ def release(
             else (now.replace(microsecond=0))
         )
     for run_id, _name in queued:
+        if broker is None:
+            break
         with db.session() as session:
             run = session.get(JobRun, run_id)
         if run is not None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from schema.base import utcnow
 from schema.engine import Database
+from schema.run_lifecycle import blocking, expired
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from tickwork.errors import ScheduleError
 from tickwork.schedules import floor_minute
@@ -45,6 +46,7 @@ class DispatchReport:
     skipped: list[tuple[str, dt.datetime, str]] = field(default_factory=list)
     caught_up: list[tuple[str, dt.datetime]] = field(default_factory=list)
     reaped: list[int] = field(default_factory=list)  # ids of runs failed as "worker lost"
+    expired: list[int] = field(default_factory=list)  # queued runs whose message was lost
     republished: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (job, why not dispatched)
 
@@ -109,11 +111,8 @@ def dispatch(
             return report  # this minute was already dispatched (duplicate tick)
         report.window = (start, end)
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
-        busy = set(
-            session.scalars(
-                select(JobRun.job_name).where(JobRun.status.in_(("queued", "running"))).distinct()
-            )
-        )
+        lost = expire_lost_runs(session, now, db.settings.message_age_limit_s)
+        busy = busy_jobs(session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s)
         for spec in jobs.values():
             try:
                 effective = effective_schedule(spec, configs.get(spec.name))
@@ -134,20 +133,23 @@ def dispatch(
                 if (
                     latest_missed is not None
                     and spec.catchup == "once"
-                    and _queue(session, spec, latest_missed, "catchup", busy, report, to_publish)
+                    and _queue(
+                        session, spec, latest_missed, "catchup", busy, now, report, to_publish
+                    )
                 ):
                     report.caught_up.append((spec.name, latest_missed))
             current_start = max(start, minute - dt.timedelta(seconds=1))
             for slot in schedule.fires_between(current_start, end):
-                _queue(session, spec, slot, "schedule", busy, report, to_publish)
+                _queue(session, spec, slot, "schedule", busy, now, report, to_publish)
         state.dispatched_until = end
         reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
         session.flush()
         report.reaped = [run.id for run in reaped]
+        report.expired = [run.id for run in lost]
 
     if on_reaped is not None:
-        for lost in reaped:
-            on_reaped(lost)
+        for gone in (*lost, *reaped):
+            on_reaped(gone)
 
     for run_id, job_name, _slot in to_publish:
         with db.session() as session:
@@ -164,10 +166,13 @@ def _queue(
     slot: dt.datetime,
     trigger: str,
     busy: set[str],
+    now: dt.datetime,
     report: DispatchReport,
     to_publish: list[tuple[int, str, dt.datetime]],
 ) -> bool:
-    if spec.overlap == "skip" and spec.name in busy:
+    # Overlap is judged when a slot is due: for a slot still to come (a sub-minute
+    # schedule's later slots, sent as delayed messages), the worker judges it then.
+    if spec.overlap == "skip" and spec.name in busy and slot <= now:
         reason = "previous run still queued or running (overlap policy: skip)"
         if (
             insert_run(
@@ -186,10 +191,49 @@ def _queue(
     run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued")
     if run_id is None:
         return False  # another tick or dispatcher already has this slot
-    busy.add(spec.name)
+    if slot <= now:
+        busy.add(spec.name)
     to_publish.append((run_id, spec.name, slot))
     report.queued.append((spec.name, slot))
     return True
+
+
+def busy_jobs(
+    session: Session, now: dt.datetime, heartbeat_s: int, message_age_limit_s: int
+) -> set[str]:
+    """Jobs with a run that blocks their next slot (docs/RUN_LIFECYCLE.md): queued and
+    due, or running on a live worker. Provably dead runs do not count."""
+    query = (
+        select(JobRun.job_name)
+        .where(JobRun.status.in_(("queued", "running")))
+        .where(blocking(now, heartbeat_s, message_age_limit_s))
+        .distinct()
+    )
+    return set(session.scalars(query))
+
+
+def expire_lost_runs(session: Session, now: dt.datetime, message_age_limit_s: int) -> list[JobRun]:
+    """Fail published queued runs that can no longer start: due longer ago than the
+    message age limit, so Dramatiq would drop their message if it ever came."""
+    lost = list(
+        session.scalars(
+            select(JobRun)
+            .where(expired(now, message_age_limit_s))
+            .order_by(JobRun.id)
+            .limit(1000)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for run in lost:
+        due = run.scheduled_for or run.published_at
+        run.status = "failed"
+        run.finished_at = now
+        run.error = (
+            f"expired: queued, due at {due:%Y-%m-%d %H:%M:%S} UTC, and never delivered "
+            f"within the message age limit ({message_age_limit_s} s); its message was lost "
+            "(purged, dropped, or sent to another broker)"
+        )
+    return lost
 
 
 def reap_stale_runs(
