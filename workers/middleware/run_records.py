@@ -50,6 +50,7 @@ from workers.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
+RETRY_START_AFTER_MS = 10_000  # a message whose start could not be recorded comes back
 OVERLAP_REASON = "the job was still running when this slot came (overlap policy: skip)"
 
 
@@ -96,6 +97,39 @@ class RunRecordMiddleware(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if message.failed or not self._is_job(broker, message):
             return  # failed: refused by earlier middleware (poison, contracts); no run
+        try:
+            self._open_run(broker, message)
+        except SkipMessage:
+            raise
+        except Exception as exc:
+            # Dramatiq logs other exceptions of a before-hook and runs the actor anyway:
+            # a job without its start recorded could run twice. Never let it run now.
+            self._not_now(broker, message, exc)
+
+    def _not_now(self, broker: dramatiq.Broker, message: MessageProxy, exc: Exception) -> NoReturn:
+        """The start could not be recorded (database down past the writer's retries) or
+        a deferral not sent: put the message back for later, or dead-letter it if even
+        that fails -- never run it unrecorded, never lose it."""
+        try:
+            broker.enqueue(message.copy(), delay=RETRY_START_AFTER_MS)
+        except Exception:
+            logger.error(
+                "could not record the start of %s (%s) nor put its message back: "
+                "dead-lettered, replay it from the dead letters",
+                message.message_id,
+                exc,
+            )
+            message.fail()
+            raise SkipMessage("start not recorded; dead-lettered") from exc
+        logger.error(
+            "could not record the start of %s (%s): not running it now; it comes back in %d s",
+            message.message_id,
+            exc,
+            RETRY_START_AFTER_MS // 1000,
+        )
+        raise SkipMessage("start not recorded; put back for later") from exc
+
+    def _open_run(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         runtime = self._runtime()
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
