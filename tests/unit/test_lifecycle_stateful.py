@@ -31,7 +31,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import dq_name, q_name
 from dramatiq.middleware import TimeLimit
 from dramatiq.worker import WorkerThread
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import select, text
 
