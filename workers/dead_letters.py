@@ -10,6 +10,7 @@ API shows every dead letter with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,9 +19,14 @@ import uuid
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
+from sqlalchemy import select
 
 from schema.messaging import DeadLetter
+from schema.scheduling import JobRun
+from tickwork import queues
+from tickwork.clock import utcnow
 from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
+from tickwork.scrub import scrub
 from workers.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -210,10 +216,257 @@ class _Remember:
         return item
 
 
+# --- dead letters the broker keeps --------------------------------------------------
+#
+# Dramatiq dead-letters messages itself: after their last retry, when older than the
+# message age limit, or when refused by a middleware. On RabbitMQ they land in the
+# queue's ``.XQ`` (where the queue metric counts them, and where they expire after
+# Dramatiq's dead-message TTL); the StubBroker keeps them in a list. The dead-letters
+# table is the one store the API, the CLI and the page read: :func:`collect_broker_dead_letters`
+# moves those messages into it. A message leaves the broker only after its row (or the
+# row a worker already wrote for it) is committed; if anything fails before, the
+# unacknowledged messages go back to the ``.XQ`` when the connection closes.
+
+UNKNOWN_FAILURE = "too old or retries exhausted"
+COLLECT_BATCH = 500
+COLLECT_LIMIT = 10_000
+CONNECT_TIMEOUT_S = 5.0
+_RETRY_STATE = ("retries", "traceback", "eta", "requeue_timestamp")
+
+
+def broker_queue_names(settings: Any, broker: Any = None) -> list[str]:
+    """The real names of the queues tickwork declares (prefixed), and any other queue
+    ``broker`` has declared (not its delay or dead-letter queues)."""
+
+    names = [settings.queue(q) for q in queues.ALL]
+    declared = broker.get_declared_queues() if broker is not None else set()
+    for name in sorted(declared):
+        if not name.endswith((".DQ", ".XQ")) and name not in names:
+            names.append(name)
+    return names
+
+
+def failure_reason(session: Any, data: dict[str, Any], last_error: str | None = None) -> str:
+    """Why Dramatiq dead-lettered ``data`` (a message as a dict) on its own. RabbitMQ
+    keeps no reason: a message retried carries its retry count and the traceback of the
+    attempt before the last; the run record of a job says how it ended. The StubBroker
+    keeps the last exception (``last_error``)."""
+
+    parts = [UNKNOWN_FAILURE]
+    options = data.get("options") if isinstance(data.get("options"), dict) else {}
+    assert isinstance(options, dict)
+    trace = options.get("traceback")
+    retries = options.get("retries")
+    if retries:
+        parts.append(f"retried {retries} time(s)")
+    if last_error:
+        parts.append(f"last error: {scrub(last_error)}")
+    elif isinstance(trace, str) and trace.strip():
+        parts.append(f"last error: {scrub(trace.strip().splitlines()[-1])}")
+    run = None
+    kwargs = data.get("kwargs") if isinstance(data.get("kwargs"), dict) else {}
+    assert isinstance(kwargs, dict)
+    run_id = kwargs.get("run_id")
+    if isinstance(run_id, int) and not isinstance(run_id, bool):
+        run = session.get(JobRun, run_id)
+    elif isinstance(data.get("message_id"), str):
+        run = session.scalar(select(JobRun).where(JobRun.message_id == data["message_id"]))
+    if run is not None:
+        error = (run.error or run.skip_reason or "").strip().splitlines()
+        parts.append(f"run #{run.id} {run.status}" + (f": {error[-1]}" if error else ""))
+    return _text("; ".join(parts), MAX_STORED_CHARS)
+
+
+def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
+    """The message as stored: its traceback option without credentials."""
+
+    options = data.get("options")
+    if isinstance(options, dict) and isinstance(options.get("traceback"), str):
+        data = {**data, "options": {**options, "traceback": scrub(options["traceback"])}}
+    return data
+
+
+Item = tuple[bytes | dict[str, Any], Any]  # (body or message as a dict, dead-lettered at)
+LAST_ERROR = "__last_error__"  # key of a StubBroker message's exception in its dict
+
+
+def _store_batch(db: Any, queue_name: str, items: list[Item]) -> int:
+    """One transaction: a row for each ``(body or message dict, dead-lettered at)`` that
+    has none yet (a worker that refused a message wrote one before it was nacked: that
+    row, with its better reason, stands for it). Returns the rows added."""
+
+    added = 0
+    with db.session() as session:
+        existing = set(
+            session.scalars(
+                select(DeadLetter.message_id).where(DeadLetter.queue_name == queue_name)
+            )
+        )
+        malformed: list[dict[str, Any]] | None = None
+        for item, died_at in items:
+            last_error = None
+            if isinstance(item, dict):
+                data: Any = dict(item)
+                last_error = data.pop(LAST_ERROR, None)
+                why = None
+            else:
+                why = why_malformed(item, queue_name)
+                try:
+                    data = json.loads(item)
+                except (UnicodeDecodeError, ValueError):
+                    data = {"body": repr(item[:MAX_STORED_CHARS])}
+            message_id = data.get("message_id") if isinstance(data, dict) else None
+            stored = storable(_scrubbed(data) if isinstance(data, dict) else {"value": data})
+            if isinstance(message_id, str) and message_id:
+                message_id = _text(message_id, 64)
+                if message_id in existing:
+                    continue
+            else:  # no id of its own: a row the consumer wrote has the same content
+                if malformed is None:
+                    malformed = [
+                        row.message
+                        for row in session.scalars(
+                            select(DeadLetter).where(
+                                DeadLetter.queue_name == queue_name,
+                                DeadLetter.message_id.like("malformed-%"),
+                            )
+                        )
+                    ]
+                if stored in malformed:
+                    continue
+                malformed.append(stored)
+                message_id = f"malformed-{uuid.uuid4()}"
+            existing.add(message_id)
+            actor = data.get("actor_name") if isinstance(data, dict) else None
+            reason = (
+                f"body is not a message: {why}"
+                if why is not None and not why.startswith("message names queue")
+                else failure_reason(session, data if isinstance(data, dict) else {}, last_error)
+            )
+            session.add(
+                DeadLetter(
+                    queue_name=_text(queue_name, 200),
+                    message_id=message_id,
+                    actor_name=_text(actor, 200) if isinstance(actor, str) else UNDECODABLE_ACTOR,
+                    reason=reason,
+                    message=stored,
+                    created_at=died_at or utcnow(),
+                )
+            )
+            added += 1
+    return added
+
+
+def collect_broker_dead_letters(
+    settings: Any, db: Any, broker: Any = None, limit: int = COLLECT_LIMIT
+) -> int:
+    """Move the dead letters ``broker`` keeps (RabbitMQ's ``.XQ`` queues, or the
+    StubBroker's list) into the dead-letters table; the number of messages taken.
+
+    Nothing is lost: a message is removed from the broker only once its row is
+    committed. In the embedded mode only a StubBroker of this process can be read (the
+    API of `tickwork run` shares its worker's); another process's is out of reach."""
+    from dramatiq.brokers.stub import StubBroker
+
+    if isinstance(broker, StubBroker):
+        return _collect_stub(settings, db, broker, limit)
+    if settings.embedded_broker:
+        return 0
+    return _collect_rabbitmq(settings, db, broker, limit)
+
+
+def _collect_stub(settings: Any, db: Any, broker: Any, limit: int) -> int:
+    taken = 0
+    for name in broker_queue_names(settings, broker):
+        letters = broker.dead_letters_by_queue.get(name)
+        if not letters:
+            continue
+        batch = list(letters)[: max(0, limit - taken)]
+        if not batch:
+            break
+        items: list[Item] = []
+        for proxy in batch:
+            data = dict(proxy._message.asdict())
+            exception = getattr(proxy, "_exception", None)
+            if exception is not None:
+                data[LAST_ERROR] = f"{type(exception).__name__}: {exception}"
+            items.append((data, None))
+        _store_batch(db, name, items)
+        for proxy in batch:  # committed: now they may leave the broker's list
+            with contextlib.suppress(ValueError):  # gone already (another collector)
+                letters.remove(proxy)
+        taken += len(batch)
+    return taken
+
+
+def _collect_rabbitmq(settings: Any, db: Any, broker: Any, limit: int) -> int:
+    import pika
+    from pika.exceptions import ChannelClosedByBroker
+
+    params = pika.URLParameters(settings.broker_url or "")
+    params.socket_timeout = CONNECT_TIMEOUT_S
+    params.blocked_connection_timeout = CONNECT_TIMEOUT_S
+    connection = pika.BlockingConnection(params)
+    taken = 0
+    try:
+        channel = connection.channel()
+        for name in broker_queue_names(settings, broker):
+            dead_queue = f"{name}.XQ"
+            try:
+                waiting = int(channel.queue_declare(dead_queue, passive=True).method.message_count)
+            except ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                channel = connection.channel()  # not declared yet; a 404 closes the channel
+                continue
+            while waiting > 0 and taken < limit:
+                batch: list[Item] = []
+                last_tag = None
+                while len(batch) < min(COLLECT_BATCH, waiting, limit - taken):
+                    method, properties, body = channel.basic_get(dead_queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last_tag = method.delivery_tag
+                    batch.append((body, _dead_lettered_at(properties)))
+                if last_tag is None:
+                    break
+                _store_batch(db, name, batch)  # raises: the connection closes, all go back
+                channel.basic_ack(last_tag, multiple=True)
+                taken += len(batch)
+                waiting -= len(batch)
+    finally:
+        if connection.is_open:
+            connection.close()
+    return taken
+
+
+def _dead_lettered_at(properties: Any) -> Any:
+    """When RabbitMQ dead-lettered the message (its ``x-death`` header), or None."""
+    import datetime as dt
+
+    deaths = (getattr(properties, "headers", None) or {}).get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        when = deaths[0].get("time")
+        if isinstance(when, dt.datetime):
+            return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
+    return None
+
+
+def without_retry_state(options: dict[str, Any]) -> dict[str, Any]:
+    """A dead message's options for sending it again: retry count, last traceback and
+    delay dropped (retries start over)."""
+    return {k: v for k, v in options.items() if k not in _RETRY_STATE}
+
+
 __all__ = [
+    "UNKNOWN_FAILURE",
     "DeadLetteringConsumer",
     "DeadLetteringRabbitmqBroker",
+    "broker_queue_names",
+    "collect_broker_dead_letters",
+    "failure_reason",
     "record_dead_letter",
     "storable",
     "why_malformed",
+    "without_retry_state",
 ]

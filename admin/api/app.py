@@ -18,9 +18,16 @@ from sqlalchemy import text
 
 from admin.api import auth, dead_letters, models
 from admin.job_status import job_statuses, run_history
+from admin.run_handoff import runs_broker
 from schema.engine import Database
 from schema.scheduling import SchedulerState
-from tickwork.errors import ScheduleError, UnknownJobError, ValidationError
+from tickwork.errors import (
+    JobBusyError,
+    NoRunningSystemError,
+    ScheduleError,
+    UnknownJobError,
+    ValidationError,
+)
 from tickwork.settings import Settings
 from workers.metrics.exposition import render_metrics
 from workers.registry import get_job
@@ -41,8 +48,16 @@ BAD_OVERRIDE: Responses = {422: {"model": models.Problem, "description": "bad ov
 BAD_BODY: Responses = {400: {"model": models.Problem, "description": "body is not JSON"}}
 
 
-def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> FastAPI:
+def create_app(
+    settings: Settings, db: Database, broker: dramatiq.Broker, *, workers_in_process: bool = True
+) -> FastAPI:
+    """The admin API and page. ``workers_in_process`` False (``tickwork api``): in the
+    embedded mode, runs are recorded for the running ``tickwork run`` to send."""
     served = Runtime(settings=settings, db=db, broker=broker)  # what /metrics reports on
+
+    def runs_via() -> dramatiq.Broker | None:
+        return broker if workers_in_process else runs_broker(settings, broker)
+
     app = FastAPI(
         title="tickwork admin API",
         version="1",
@@ -66,6 +81,14 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
     @app.exception_handler(UnknownJobError)
     async def unknown_job(request: Request, exc: UnknownJobError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(JobBusyError)
+    async def busy(request: Request, exc: JobBusyError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(NoRunningSystemError)
+    async def nobody_runs_it(request: Request, exc: NoRunningSystemError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(ScheduleError)
     async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
@@ -96,10 +119,19 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
         "/jobs/{name}/trigger",
         status_code=202,
         response_model=models.Triggered,
-        responses=NOT_FOUND,
+        responses={
+            **NOT_FOUND,
+            409: {"model": models.Problem, "description": "a run of the job is going"},
+            503: {"model": models.Problem, "description": "nothing would run it (embedded)"},
+        },
     )
-    def trigger(name: JobName) -> models.Triggered:
-        return models.Triggered(run_id=control.trigger(db, broker, name))
+    def trigger(
+        name: JobName,
+        force: Annotated[bool, Query(description="run alongside a run that is going")] = False,
+    ) -> models.Triggered:
+        """Run the job now (no jitter). Refused (409) while a run of it is queued or
+        running, unless ``force``."""
+        return models.Triggered(run_id=control.trigger(db, runs_via(), name, force=force))
 
     @api.post("/jobs/{name}/enable", response_model=models.Job, responses=NOT_FOUND)
     def enable(name: JobName) -> models.Job:
@@ -138,14 +170,14 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
         "/release", response_model=models.Released, summary="Release held jobs", responses=BAD_BODY
     )
     def release(body: models.Release) -> models.Released:
-        return models.Released(queued=control.release(db, broker, body.mode))
+        return models.Released(queued=control.release(db, runs_via(), body.mode))
 
     @api.get("/dead-letters", response_model=list[models.DeadLetter])
     def dead(
         queue: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[models.DeadLetter]:
-        rows = dead_letters.list_dead_letters(db, queue, limit)
+        rows = dead_letters.list_dead_letters(db, queue, limit, settings=settings, broker=broker)
         return [models.DeadLetter.model_validate(r) for r in rows]
 
     @api.post(
@@ -164,11 +196,11 @@ def create_app(settings: Settings, db: Database, broker: dramatiq.Broker) -> Fas
 
     @api.post("/dead-letters/replay", response_model=models.Count, summary="Replay all")
     def replay_all(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
-        return models.Count(count=dead_letters.replay_all(db, broker, queue))
+        return models.Count(count=dead_letters.replay_all(db, broker, queue, settings=settings))
 
     @api.delete("/dead-letters", response_model=models.Count, summary="Purge")
     def purge(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
-        return models.Count(count=dead_letters.purge(db, queue))
+        return models.Count(count=dead_letters.purge(db, queue, settings=settings, broker=broker))
 
     app.include_router(api)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from admin.cli import api_tokens as api_tokens_cli
+from admin.cli import dead_letters as dead_letters_cli
 from admin.cli import jobs as jobs_cli
 from admin.cli import output
 from admin.cli import probe as probe_cli
@@ -54,6 +55,7 @@ app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(schedule_cli.app, name="schedule")
 app.add_typer(probe_cli.app, name="probe")
 app.add_typer(api_tokens_cli.app, name="api-token")
+app.add_typer(dead_letters_cli.app, name="dead-letters")
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
 register_app(app)
@@ -421,7 +423,7 @@ def api(
     setup_logging(config.log_level, role="api", fmt=config.log_format)
     log = logging.getLogger("tickwork.cli")
     runtime = build_runtime(config)
-    app_ = create_app(config, runtime.db, runtime.broker)
+    app_ = create_app(config, runtime.db, runtime.broker, workers_in_process=False)
     from admin.embedded import listen_socket
 
     where = (host or config.api_host, port or config.api_port)

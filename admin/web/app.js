@@ -56,10 +56,14 @@ async function refresh() {
       });
       button(actions, "History", () => showHistory(job.name));
     }
+    // Dead letters: the workers' rows and the broker's dead-letter queues, one list.
     const deadBody = $("#dead tbody"); deadBody.textContent = "";
+    $("#dead-count").textContent = dead.length ? `(${dead.length})` : "";
+    $("#dead-actions").hidden = dead.length === 0;
     for (const letter of dead) {
-      const row = deadBody.insertRow();
-      cell(row, letter.queue_name); cell(row, letter.actor_name); cell(row, letter.reason); cell(row, when(letter.created_at));
+      const row = deadBody.insertRow(); row.dataset.deadLetter = letter.id;
+      cell(row, letter.queue_name); cell(row, letter.actor_name); cell(row, letter.message_id);
+      cell(row, letter.reason); cell(row, when(letter.created_at));
       button(row.insertCell(), "Replay", async () => { await api("POST", `/api/dead-letters/${letter.id}/replay`); await refresh(); });
     }
     if (shownJob) await showHistory(shownJob, false);
@@ -99,6 +103,15 @@ $("#login").addEventListener("submit", async (event) => {
 $("#logout").addEventListener("click", () => logout(""));
 $("#hold-btn").addEventListener("click", async () => { await api("POST", "/api/hold"); await refresh(); });
 $("#release-btn").addEventListener("click", async () => { await api("POST", "/api/release", { mode: "run-missed" }); await refresh(); });
+$("#dead-replay-all").addEventListener("click", async () => {
+  try { const r = await api("POST", "/api/dead-letters/replay"); $("#dead-note").textContent = `replayed ${r.count}`; await refresh(); }
+  catch (e) { $("#error").textContent = e.message; }
+});
+$("#dead-purge").addEventListener("click", async () => {
+  if (!confirm("Delete every dead letter?")) return;
+  try { const r = await api("DELETE", "/api/dead-letters"); $("#dead-note").textContent = `purged ${r.count}`; await refresh(); }
+  catch (e) { $("#error").textContent = e.message; }
+});
 
 async function start() {
   if (!token) return;

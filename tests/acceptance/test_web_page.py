@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, REPO_ROOT, free_port, run_tickwork
+from tests.conftest import FAST_RETRIES, IN_CI, REPO_ROOT, free_port, run_tickwork
 from tests.support.processes import ProcessStarter
 from tests.support.waiting import http_ok, wait_for
 
@@ -23,12 +23,29 @@ SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page.png"
 @pytest.fixture
 def running(tmp_path: Path, start_process: ProcessStarter) -> Iterator[tuple[str, str]]:
     """A real `tickwork run` (embedded: worker, scheduler and API) and a fresh token."""
+    yield from _serve(tmp_path, start_process)
+
+
+@pytest.fixture
+def running_test_jobs(tmp_path: Path, start_process: ProcessStarter) -> Iterator[tuple[str, str]]:
+    """The same, with the throw-away test jobs (``t_fail``) and fast retries."""
+    yield from _serve(
+        tmp_path,
+        start_process,
+        TICKWORK_JOB_MODULES="tests.support.throwaway_jobs_module",
+        **FAST_RETRIES,
+    )
+
+
+def _serve(
+    tmp_path: Path, start_process: ProcessStarter, **settings: str
+) -> Iterator[tuple[str, str]]:
     if not Path(CHROMIUM).exists():
         if IN_CI:
             pytest.fail("chromium is not installed, and CI=true (.ci/apt-packages.txt lists it)")
         pytest.skip("chromium is not installed")
     port = free_port()
-    env = {"TICKWORK_API_PORT": str(port)}
+    env = {"TICKWORK_API_PORT": str(port), **settings}
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     created = run_tickwork("api-token", "create", "browser test", cwd=tmp_path, **env)
     assert created.returncode == 0, created.stderr
@@ -71,4 +88,42 @@ def test_log_in_run_a_job_and_see_its_run(running: tuple[str, str], tmp_path: Pa
         shot = SCREENSHOT if os.environ.get("TICKWORK_TEST_SCREENSHOTS") else tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+        browser.close()
+
+
+def test_dead_letters_of_the_broker_are_listed_replayed_and_purged(
+    running_test_jobs: tuple[str, str],
+) -> None:
+    """Issue 17, defect 6: a job that failed for good is dead-lettered by the broker
+    itself (no row written by a worker); the page lists it, replays it and purges it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = running_test_jobs
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.click("#login button")
+        # Given t_fail run now (it always raises; its one retry fails too),
+        page.locator("#jobs tr[data-job='t_fail']").get_by_role("button", name="Run now").click()
+        # then its dead letter appears, with its queue, actor, message id and reason;
+        letter = page.locator("#dead tbody tr", has_text="t_fail").first
+        expect(letter).to_contain_text("retries exhausted", timeout=30_000)
+        expect(letter).to_contain_text("RuntimeError")
+        expect(letter).to_contain_text("default")
+        first_message = letter.locator("td").nth(2).inner_text()
+        expect(page.locator("#dead-count")).to_have_text("(1)")
+        # when Replay is clicked, then that letter is gone (it ran again, as a new message,
+        # and failed again: a new letter comes);
+        letter.get_by_role("button", name="Replay").click()
+        expect(page.locator("#dead tbody tr", has_text=first_message)).to_have_count(0)
+        again = page.locator("#dead tbody tr", has_text="t_fail").first
+        expect(again).to_contain_text("retries exhausted", timeout=30_000)
+        assert again.locator("td").nth(2).inner_text() != first_message
+        # and when Purge all is confirmed, then the count is shown and the table is empty.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#dead-purge")
+        expect(page.locator("#dead-note")).to_have_text("purged 1")
+        expect(page.locator("#dead tbody tr")).to_have_count(0)
         browser.close()
