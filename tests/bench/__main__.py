@@ -1,9 +1,12 @@
 """The benchmark suite: ``python -m tests.bench`` (or ``bash scripts/bench.sh``).
 
-Runs, in this one process tree and session, the reference benchmarks of
-``../shared/bench`` (raw pika, bare Dramatiq, Celery) and then tickwork's own, on the same
-RabbitMQ and PostgreSQL, each for several rounds; prints the absolute figures (median and
-spread) and the ratios against the references with the goals of issue 10.
+Runs, in this one process tree and session, the reference benchmarks of ``../shared/bench``
+and then tickwork's own, on the same RabbitMQ and PostgreSQL, each for several rounds;
+prints the absolute figures (median and spread) and the ratios of medians against the
+references with their goals (issues 10 and 17). The references are brokers with no durable
+record per job (raw pika, bare Dramatiq, Celery) and peers that keep one in PostgreSQL, as
+tickwork's run records do (pgqueuer, procrastinate, Celery with its database result
+backend); each peer runs in a fresh database of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from collections.abc import Callable
 
 from tests.bench import anchors, measures
 from tests.bench.figures import Comparison, Results, render
+
+ONE = "tickwork drain, 1 worker process"
+TWO = "tickwork drain, 2 worker processes"
 
 COMPARISONS = [
     Comparison(
@@ -36,6 +42,15 @@ COMPARISONS = [
         "bare Dramatiq drain",
         0.9,
     ),
+    # Issue 17: no-op jobs with run records against bare Dramatiq and the peers that keep
+    # a durable record per job (these supersede issue 10's 0.9 goals for this drain).
+    Comparison("drain, run records, 1 process / bare Dramatiq", ONE, "bare Dramatiq drain", 0.8),
+    Comparison("drain, run records, 1 process / pgqueuer", ONE, "pgqueuer drain", 1.5),
+    Comparison("drain, run records, 1 process / procrastinate", ONE, "procrastinate drain", 4.0),
+    Comparison(
+        "drain, run records, 1 process / Celery + DB results", ONE, "Celery + DB results drain", 4.0
+    ),
+    Comparison("drain, run records, 2 processes / 1 process", TWO, ONE, 1.6),
     Comparison(
         "cleanup: batched / one raw DELETE (time; lower is better)",
         "batched cleanup of expired rows",
@@ -43,34 +58,31 @@ COMPARISONS = [
         1.5,
         at_least=False,
     ),
+    # Context: issue 10's 0.9 goal here is superseded by the 2-process / 1-process one above;
+    # its 2.0 goal against Celery without results stands.
+    Comparison("drain, run records, 2 processes / bare Dramatiq", TWO, "bare Dramatiq drain", None),
     Comparison(
-        "drain, no-op jobs with run records, 1 process / bare Dramatiq",
-        "tickwork drain, 1 worker process",
-        "bare Dramatiq drain",
-        0.9,
-    ),
-    Comparison(
-        "drain, run records, 2 processes / bare Dramatiq (1 process)",
-        "tickwork drain, 2 worker processes",
-        "bare Dramatiq drain",
-        0.9,
-    ),
-    Comparison(
-        "drain, run records, 1 process / Celery",
-        "tickwork drain, 1 worker process",
+        "drain, run records, 1 process / Celery (no results)",
+        ONE,
         "Celery drain (incl. worker start)",
         2.0,
     ),
     Comparison(
-        "drain, run records, 1 process / raw pika consume+ack",
-        "tickwork drain, 1 worker process",
-        "raw pika consume+ack",
-        None,
+        "drain, run records, 1 process / raw pika consume+ack", ONE, "raw pika consume+ack", None
     ),
 ]
 
 
 PARTS = ("anchors", "enqueue", "drain", "installs", "latency", "dispatcher", "cleanup")
+PART_HELP = {
+    "anchors": "the references of ../shared/bench (pick them with --anchors)",
+    "enqueue": "tickwork actor.send, trigger, and the client's publish",
+    "drain": "no-op jobs with run records drained by 1 and by 2 worker processes",
+    "installs": "no-op install jobs drained; 2 racing enqueuers",
+    "latency": "enqueue→start latency on an idle worker",
+    "dispatcher": "dispatcher CPU per tick at 100 / 1,000 / 10,000 schedules",
+    "cleanup": "batched cleanup of --cleanup-rows expired rows vs one raw DELETE",
+}
 
 # Goals on absolute figures (not ratios): (label, figure, ceiling).
 CEILINGS = [
@@ -90,14 +102,32 @@ CEILINGS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="parts (--only):\n"
+        + "\n".join(f"  {name:<11} {what}" for name, what in PART_HELP.items())
+        + "\n\nreferences (--anchors):\n"
+        + "\n".join(f"  {name:<14} {a.script}: {a.what}" for name, a in anchors.ANCHORS.items())
+        + "\n\nexample: python -m tests.bench --only anchors,drain --rounds 3",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="repeat each measurement (≥ 1)")
     parser.add_argument("--messages", type=int, default=5000, help="messages per drain/enqueue")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="worker threads per process (and peer concurrency)"
+    )
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: " + ",".join(PARTS),
+        metavar="PARTS",
+        help="comma-separated parts to run (default: all of them, listed below)",
+    )
+    parser.add_argument(
+        "--anchors",
+        default="",
+        metavar="NAMES",
+        help="comma-separated references for the anchors part (default: all, listed below)",
     )
     parser.add_argument(
         "--cleanup-rows", type=int, default=1_000_000, help="expired (and live) rows for cleanup"
@@ -109,9 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = wanted - set(PARTS)
     if unknown:
         parser.error(f"--only: unknown part {sorted(unknown)[0]!r} (known: {', '.join(PARTS)})")
+    chosen = [w.strip() for w in args.anchors.split(",") if w.strip()] or list(anchors.ANCHORS)
+    unknown = set(chosen) - set(anchors.ANCHORS)
+    if unknown:
+        parser.error(
+            f"--anchors: unknown reference {sorted(unknown)[0]!r} "
+            f"(known: {', '.join(anchors.ANCHORS)})"
+        )
     if "anchors" in wanted:
         try:
-            anchors.anchor_dir()
+            anchors.anchor_dir(tuple(anchors.ANCHORS[name].script for name in chosen))
         except FileNotFoundError as exc:
             print(f"error: {exc} (or leave them out: --only without anchors)", file=sys.stderr)
             return 2
@@ -126,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             measure()
 
-    amqp = measures.AMQP_URL
+    amqp, pg = measures.AMQP_URL, measures.PG_ADMIN_URL
     if "anchors" in wanted:
-        step("reference: raw pika", lambda: anchors.measure_pika(results, n, amqp))
-        step(
-            "reference: bare Dramatiq",
-            lambda: anchors.measure_dramatiq(results, n, args.threads, amqp),
-        )
-        step("reference: Celery", lambda: anchors.measure_celery(results, n, amqp))
+        for name in chosen:
+            anchor = anchors.ANCHORS[name]
+            step(
+                f"reference: {anchor.what}",
+                lambda a=anchor: a.measure(results, n, args.threads, amqp, pg),
+            )
     with measures.bench_env() as env:
         if "enqueue" in wanted:
             step("tickwork: enqueue", lambda: measures.measure_enqueue(results, env, n))

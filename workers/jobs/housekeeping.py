@@ -4,11 +4,13 @@ pruning of old run history."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, and_, func, select
 
 from schema.base import utcnow
 from schema.scheduling import FINISHED_STATUSES, JobRun
+from workers.batching import delete_in_batches
 from workers.context import JobResult, RunContext
 from workers.registry import job
 
@@ -40,22 +42,9 @@ def _has_old_runs(ctx: RunContext) -> str | None:
 )
 def prune_run_history(ctx: RunContext) -> JobResult:
     cutoff = utcnow() - dt.timedelta(days=ctx.settings.run_history_days)
-    batch = ctx.settings.cleanup_batch_size
-    deleted = 0
-    while True:
-        with ctx.db.session() as session:
-            ids = list(
-                session.scalars(
-                    select(JobRun.id)
-                    .where(JobRun.finished_at < cutoff, JobRun.status.in_(FINISHED_STATUSES))
-                    .order_by(JobRun.id)
-                    .limit(batch)
-                )
-            )
-            if not ids:
-                break
-            result = session.execute(delete(JobRun).where(JobRun.id.in_(ids)))
-            deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    runs = cast(Table, JobRun.__table__)
+    old = and_(runs.c.finished_at < cutoff, runs.c.status.in_(FINISHED_STATUSES))
+    deleted = delete_in_batches(ctx.db, runs, old, ctx.settings.cleanup_batch_size).rows
     ctx.add_records(deleted)
     with ctx.db.session() as session:
         left = session.scalar(select(func.count()).select_from(JobRun))
