@@ -39,6 +39,8 @@ from schema.scheduling import FINISHED_STATUSES, RUN_STATUSES, JobRun
 
 STALE_HEARTBEATS = 3  # a run whose heartbeat is this many intervals old lost its worker
 EXPIRY_GRACE = dt.timedelta(minutes=2)  # clocks, and the dispatcher's own minute
+# The skip reason of a slot a worker found its job busy at (overlap judged when due).
+OVERLAP_REASON = "the job was still running when this slot came (overlap policy: skip)"
 
 
 @dataclass(frozen=True)

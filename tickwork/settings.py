@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         8, ge=1, le=256, description="Threads per worker process (and in `tickwork run`)."
     )
+    worker_prefetch: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description=(
+            "Messages a worker process takes from a queue before acking (0: 4 per thread): "
+            "outcomes are committed in batches, and a message is acked once its outcome is."
+        ),
+    )
     worker_shutdown_timeout_s: int = Field(
         30, ge=1, le=3600, description="How long SIGTERM waits for in-flight messages."
     )

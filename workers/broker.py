@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -28,7 +29,8 @@ from tickwork.contracts import TICK
 from tickwork.logs import process_role
 from tickwork.publish import with_heartbeat
 from tickwork.settings import Settings
-from workers.dead_letters import DeadLetteringRabbitmqBroker
+from workers.acks import AcksAfterOutcome
+from workers.dead_letters import DeadLetteringConsumer, DeadLetteringRabbitmqBroker
 from workers.heartbeat import HeartbeatMiddleware, heartbeat_path
 from workers.metrics.exposition import WorkerMetricsServer, metrics_port
 from workers.metrics.multiprocess import dramatiq_prometheus, is_multiprocess
@@ -58,6 +60,7 @@ def build_middleware(
         # Late ticks are dropped: the next tick covers the gap (catch-up policy).
         PeriodiqMiddleware(skip_delay=settings.tick_skip_after_s),
         HeartbeatMiddleware(lambda: _heartbeat_file(settings), settings.heartbeat_interval_s),
+        Prefetch(settings.worker_prefetch),
         PoisonMiddleware(runtime, settings.max_message_bytes),
         RunRecordMiddleware(runtime),
         Retries(
@@ -66,6 +69,17 @@ def build_middleware(
             max_backoff=settings.max_backoff_ms,
         ),
     ]
+
+
+class Prefetch(Middleware):
+    """Sets how many messages a worker takes per queue before acking (Dramatiq's default,
+    2 per thread, starves the batched outcome writes: acks wait for their commit)."""
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        worker.queue_prefetch = self.prefetch or 4 * worker.worker_threads
 
 
 def _heartbeat_file(settings: Settings) -> Path | None:
@@ -91,6 +105,20 @@ def _metrics_middleware(
     return stack
 
 
+class WorkerConsumer(AcksAfterOutcome, DeadLetteringConsumer):
+    """Refuses malformed bodies with a reason; acks a job's message after its outcome."""
+
+
+class WorkerRabbitmqBroker(DeadLetteringRabbitmqBroker):
+    """tickwork's RabbitMQ broker for workers (see :class:`WorkerConsumer`)."""
+
+    acks_after_outcome = True  # RunRecordMiddleware may hand outcomes over without waiting
+
+    @property
+    def consumer_class(self) -> type[WorkerConsumer]:
+        return WorkerConsumer
+
+
 def build_broker(
     settings: Settings,
     runtime: Callable[[], Runtime],
@@ -103,7 +131,7 @@ def build_broker(
         broker.emit_after("process_boot")
     else:
         url = with_heartbeat(settings.broker_url or "")
-        broker = DeadLetteringRabbitmqBroker(
+        broker = WorkerRabbitmqBroker(
             url=url,
             middleware=middleware,
             confirm_delivery=settings.broker_confirm_delivery,

@@ -121,6 +121,9 @@ def why_malformed(body: bytes, queue_name: str) -> str | None:
     return None
 
 
+BODY_SIZE_ATTRIBUTE = "_tickwork_body_size"  # on a received MessageProxy: its body's bytes
+
+
 class DeadLetteringConsumer(_RabbitmqConsumer):
     """Dramatiq's RabbitMQ consumer, refusing malformed bodies with a recorded reason.
 
@@ -152,6 +155,7 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
             if actor_name not in self.broker.actors:  # Dramatiq would only log it
                 reason = f"unknown actor {actor_name!r}"
         if reason is None:
+            setattr(message, BODY_SIZE_ATTRIBUTE, len(body))  # the size check needs no encode
             return message
         if message is not None:
             self.known_tags.discard(method.delivery_tag)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from schema.engine import Database
+from schema.run_lifecycle import OVERLAP_REASON
 from schema.scheduling import JobRun, ScheduledJobConfig
 from workers.registry import all_jobs
 from workers.scheduler.effective import effective_schedule
@@ -66,7 +67,8 @@ class JobMetrics:
                 seconds = (_aware(finished) - _aware(run.started_at)).total_seconds()
                 self.duration.labels(job=job).observe(max(seconds, 0.0))
         if run.status == "skipped":
-            self.skipped.labels(job=job, by="job").inc()
+            by = "overlap" if run.skip_reason == OVERLAP_REASON else "job"
+            self.skipped.labels(job=job, by=by).inc()
 
     def record_dispatch(self, report: DispatchReport, processed_at: dt.datetime) -> None:
         """On-tick hook: slots the dispatcher skipped because a run was still going."""

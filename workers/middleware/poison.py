@@ -21,7 +21,7 @@ import pydantic
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from workers.dead_letters import record_dead_letter
+from workers.dead_letters import BODY_SIZE_ATTRIBUTE, record_dead_letter
 from workers.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class PoisonMiddleware(Middleware):
         message.fail()
 
     def _why_poison(self, broker: dramatiq.Broker, message: MessageProxy) -> str | None:
-        size = len(message.encode())
+        # The size of the body as received, when the consumer noted it (no re-encoding).
+        size = getattr(message, BODY_SIZE_ATTRIBUTE, None) or len(message.encode())
         if size > self.max_message_bytes:
             return f"payload of {size} bytes exceeds TICKWORK_MAX_MESSAGE_BYTES"
         try:
@@ -59,10 +60,15 @@ class PoisonMiddleware(Middleware):
         if not isinstance(message.args, list | tuple) or not isinstance(message.kwargs, dict):
             return "args must be a list and kwargs an object"
         try:
-            bound = inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
+            bound = _signature(actor.fn).bind(*message.args, **message.kwargs)
         except TypeError as exc:
             return f"arguments do not fit {actor.actor_name}: {exc}"
         return _wrong_types(actor.actor_name, actor.fn, bound.arguments)
+
+
+@functools.lru_cache(maxsize=512)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
 
 
 @functools.lru_cache(maxsize=512)

@@ -15,6 +15,7 @@ writes of a batch run one by one, from this single writer thread.
 
 from __future__ import annotations
 
+import _thread
 import datetime as dt
 import logging
 import os
@@ -23,12 +24,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Connection, Table, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import configure_mappers
 
 from schema.base import utcnow
 from schema.engine import Database
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 RUNS = cast(Table, JobRun.__table__)
 Started = tuple[int, str, dt.datetime | None]  # run id, job name, slot
 MAX_BATCH = 64
+WRITER_THREADS = 1
 IDLE_EXIT_S = 10.0  # an idle writer thread ends; the next write starts another
 _RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 8)  # about 30 s: a database restart
 
@@ -66,12 +70,37 @@ class FinishRun:
     values: dict[str, Any]
 
 
-@dataclass
+Completion = Callable[[Any, "BaseException | None"], None]
+
+
 class _Request:
-    write: StartRun | FinishRun
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
+    """One write handed to the writer thread; completed once its batch is committed."""
+
+    __slots__ = ("_waiter", "error", "finished", "on_done", "result", "write")
+
+    def __init__(self, write: StartRun | FinishRun, on_done: Completion | None = None) -> None:
+        self.write = write
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.on_done = on_done  # called on the writer thread once committed
+        self.finished = False
+        self._waiter: Any = None
+        if on_done is None:  # a thread will wait: a held lock is the cheapest one-shot event
+            self._waiter = _thread.allocate_lock()
+            self._waiter.acquire()
+
+    def wait(self) -> None:
+        self._waiter.acquire()
+
+    def complete(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.finished = result, error, True
+        if self._waiter is not None:
+            self._waiter.release()
+        if self.on_done is not None:
+            try:
+                self.on_done(result, error)
+            except Exception:  # a callback must never stop the writer
+                logger.exception("run-record completion callback failed")
 
 
 class RunRecordWriter:
@@ -82,8 +111,10 @@ class RunRecordWriter:
         self.max_batch = max_batch
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads = 0  # writer threads running (each on its own connection)
         self._pid = 0
+        self._outstanding = 0  # writes handed over and not yet completed
+        self._idle = threading.Condition()
         self.batches = 0  # for tests and benchmarks: how many database batches ran
         self.writes = 0
 
@@ -97,23 +128,40 @@ class RunRecordWriter:
         """Record the outcome; returns the run as stored (detached)."""
         return cast(JobRun, self._submit(write))
 
+    def finish_later(self, write: FinishRun, on_done: Completion) -> None:
+        """Record the outcome without waiting: ``on_done(run, error)`` is called on the
+        writer thread once the batch holding it is committed (or has failed)."""
+        self._enqueue(_Request(write, on_done=on_done))
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every write handed over so far is done; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding == 0, timeout_s)
+
     def _submit(self, write: StartRun | FinishRun) -> Any:
         request = _Request(write)
+        self._enqueue(request)
+        request.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _enqueue(self, request: _Request) -> None:
         with self._lock:
             if self._pid != os.getpid():
                 # Dramatiq forks worker processes: a thread started before the fork is
                 # not in the child, so each process starts its own.
-                self._queue, self._thread, self._pid = queue.Queue(), None, os.getpid()
+                self._queue, self._threads, self._pid = queue.Queue(), 0, os.getpid()
+                self._outstanding, self._idle = 0, threading.Condition()
+            with self._idle:
+                self._outstanding += 1
             self._queue.put(request)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="tickwork-run-records", daemon=True
-                )
-                self._thread.start()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.result
+            # A second writer gathers the next batch while the first waits for its commit
+            # (PostgreSQL flushes concurrent commits together).
+            wanted = WRITER_THREADS if self.db.is_postgresql else 1
+            if self._threads < wanted and (self._threads == 0 or self._queue.qsize() > 1):
+                self._threads += 1
+                threading.Thread(target=self._run, name="tickwork-run-records", daemon=True).start()
 
     # --- the writer thread ------------------------------------------------------------
     def _run(self) -> None:
@@ -124,7 +172,7 @@ class RunRecordWriter:
             except queue.Empty:
                 with self._lock:  # submitters put under this lock: no request is stranded
                     if pending.empty():
-                        self._thread = None
+                        self._threads -= 1
                         return
                 continue
             batch = [first]
@@ -138,9 +186,17 @@ class RunRecordWriter:
             except BaseException as exc:  # never let the writer die: fail the batch
                 logger.exception("run-record batch failed")
                 for request in batch:
-                    if not request.done.is_set():
-                        request.error = exc
-                        request.done.set()
+                    if not request.finished:
+                        self._complete(request, error=exc)
+
+    def _complete(
+        self, request: _Request, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        request.complete(result, error)
+        with self._idle:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.notify_all()
 
     def _write(self, batch: list[_Request]) -> None:
         # Two writes for the same run never share a statement: the later waits a batch.
@@ -158,18 +214,42 @@ class RunRecordWriter:
                 groups["finish"].append(request)
             else:
                 groups["update" if write.run_id is not None else "insert"].append(request)
-        statements: dict[str, Callable[[Connection, Sequence[Any]], list[Any]]] = {
-            "update": _start_existing,
-            "insert": _start_new,
-            "finish": _finish,
-        }
-        for kind, requests in groups.items():
-            if requests:
-                self._execute(requests, statements[kind])
+        if not (self.db.is_postgresql and len(now_batch) > 1 and self._in_one_transaction(groups)):
+            for kind, requests in groups.items():
+                if requests:
+                    self._execute(requests, _STATEMENTS[kind])
         self.batches += 1
         self.writes += len(now_batch)
         for request in later:
             self._queue.put(request)
+
+    def _in_one_transaction(self, groups: dict[str, list[_Request]]) -> bool:
+        """PostgreSQL: every statement of the batch in one transaction, so one commit (one
+        WAL flush) per batch instead of one per statement. False when the batch must be
+        retried statement by statement (one bad write must not fail the others)."""
+
+        def write_all() -> dict[str, list[Any]]:
+            with self.db.statement() as connection, _driver(connection).transaction():
+                return {
+                    kind: _STATEMENTS[kind](connection, [r.write for r in requests])
+                    for kind, requests in groups.items()
+                    if requests
+                }
+
+        try:
+            results = _with_retries(write_all)
+        except OperationalError as exc:
+            for requests in groups.values():
+                for request in requests:
+                    self._complete(request, error=exc)
+            return True
+        except Exception:
+            logger.warning("run-record batch refused; writing it statement by statement")
+            return False
+        for kind, requests in groups.items():
+            for request, result in zip(requests, results.get(kind, []), strict=True):
+                self._complete(request, result)
+        return True
 
     def _execute(
         self, requests: list[_Request], statement: Callable[[Connection, Sequence[Any]], list[Any]]
@@ -183,8 +263,7 @@ class RunRecordWriter:
                 results = [self._one(statement, w) for w in writes]
         except OperationalError as exc:
             for request in requests:
-                request.error = exc
-                request.done.set()
+                self._complete(request, error=exc)
             return
         except Exception:
             if not batched:
@@ -192,14 +271,14 @@ class RunRecordWriter:
             # One bad write must not fail the others: retry them one by one.
             for request in requests:
                 try:
-                    request.result = self._one(statement, request.write)
+                    result = self._one(statement, request.write)
                 except Exception as exc:
-                    request.error = exc
-                request.done.set()
+                    self._complete(request, error=exc)
+                else:
+                    self._complete(request, result)
             return
         for request, result in zip(requests, results, strict=True):
-            request.result = result
-            request.done.set()
+            self._complete(request, result)
 
     def _one(self, statement: Callable[[Connection, Sequence[Any]], list[Any]], write: Any) -> Any:
         return _with_retries(lambda: self._in_db(statement, [write])[0])
@@ -278,12 +357,29 @@ RETURNING {_RETURN_ALL}
 """
 
 
+def _driver(connection: Connection) -> Any:
+    """The psycopg connection under SQLAlchemy's: the writer's statements are constant
+    SQL over arrays, so they skip SQLAlchemy's per-statement work (a large part of a
+    batch's CPU) and are prepared once by psycopg."""
+    return connection.connection.driver_connection
+
+
+def _run_pg(connection: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    try:
+        with _driver(connection).cursor() as cursor:
+            rows: list[Any] = cursor.execute(sql, params, prepare=True).fetchall()
+            return rows
+    except psycopg.OperationalError as exc:  # retried like SQLAlchemy's (database restart)
+        raise OperationalError(sql[:60], None, exc) from exc
+
+
 def _start_existing(connection: Connection, writes: Sequence[StartRun]) -> list[Started | None]:
     """Mark runs started unless finished, given up on, or alive on another delivery;
     one UPDATE for the batch."""
     now = utcnow()
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(
+        rows = _run_pg(
+            connection,
             _PG_START_EXISTING,
             {
                 "now": now,
@@ -329,7 +425,8 @@ def _start_new(connection: Connection, writes: Sequence[StartRun]) -> list[Start
     """Create started runs for plain messages; a message seen before is left alone."""
     now = utcnow()
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(
+        rows = _run_pg(
+            connection,
             _PG_START_NEW,
             {
                 "now": now,
@@ -369,7 +466,8 @@ def _start_new(connection: Connection, writes: Sequence[StartRun]) -> list[Start
 def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]:
     """Record outcomes; one UPDATE for the batch. Returns detached runs for the hooks."""
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(
+        rows = _run_pg(
+            connection,
             _PG_FINISH,
             {
                 "ids": [w.run_id for w in writes],
@@ -387,7 +485,7 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
             for name, value in values.items():
                 if isinstance(value, dt.datetime):
                     values[name] = _utc(value)
-            runs[values["id"]] = JobRun(**values)
+            runs[values["id"]] = _detached_run(values)
         return [runs[w.run_id] for w in writes]
     out = []
     for w in writes:
@@ -395,6 +493,19 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
         row = connection.execute(stmt.returning(*RUNS.c)).one()
         out.append(JobRun(**row._asdict()))
     return out
+
+
+_RUN_MANAGER = JobRun._sa_class_manager  # type: ignore[attr-defined]
+
+
+def _detached_run(values: dict[str, Any]) -> JobRun:
+    """A detached JobRun holding ``values``, as the ORM builds one when it loads a row
+    (its constructor's per-attribute events cost more than the database write)."""
+    if not _RUN_MANAGER.mapper.configured:
+        configure_mappers()
+    run: JobRun = _RUN_MANAGER.new_instance()
+    run.__dict__.update(values)
+    return run
 
 
 def fail_unstarted(db: Database, run_id: int, error: str) -> JobRun | None:
@@ -415,6 +526,13 @@ def fail_unstarted(db: Database, run_id: int, error: str) -> JobRun | None:
         if isinstance(value, dt.datetime):
             values[name] = _utc(value)
     return JobRun(**values)
+
+
+_STATEMENTS: dict[str, Callable[[Connection, Sequence[Any]], list[Any]]] = {
+    "update": _start_existing,
+    "insert": _start_new,
+    "finish": _finish,
+}
 
 
 def beat_runs(db: Database, run_ids: Sequence[int]) -> int:

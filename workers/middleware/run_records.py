@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import queue
 import threading
 import traceback
 import weakref
@@ -31,10 +33,11 @@ from sqlalchemy.orm import Session
 
 from schema.base import utcnow
 from schema.engine import Database
-from schema.run_lifecycle import STALE_HEARTBEATS, live_after
+from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.contracts import OVERLAP_OPTION
 from tickwork.scrub import scrub
+from workers.acks import Outcome, defer
 from workers.context import JobResult, RunContext, set_current_run
 from workers.metrics.job_metrics import count_deferred_delivery
 from workers.middleware.run_record_writer import (
@@ -51,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 RunFinishedHook = Callable[[JobRun], None]
 RETRY_START_AFTER_MS = 10_000  # a message whose start could not be recorded comes back
-OVERLAP_REASON = "the job was still running when this slot came (overlap policy: skip)"
 
 
 @dataclass
@@ -85,6 +87,9 @@ class RunRecordMiddleware(Middleware):
         # delivery of the same message, deferred while the first runs, must not close the
         # first one's run.
         self._contexts: dict[int, RunContext] = {}
+        self._hooks_lock = threading.Lock()
+        self._hooks_pid = 0
+        self._hooks_queue: queue.Queue[JobRun] = queue.Queue()
 
     def _is_job(self, broker: dramatiq.Broker, message: MessageProxy) -> bool:
         try:
@@ -192,6 +197,11 @@ class RunRecordMiddleware(Middleware):
         beating = getattr(self, "_beating", None)
         if beating is not None:
             beating.set()
+
+    def before_consumer_thread_shutdown(self, broker: dramatiq.Broker, thread: Any) -> None:
+        # The worker threads have finished: commit their outcomes (and so release their
+        # acks) before the consumer's connection closes, or the messages come back.
+        self.flush(timeout_s=30)
 
     def _beat_open_runs(self, stop: threading.Event) -> None:
         while not stop.wait(self._runtime().settings.run_heartbeat_s):
@@ -330,10 +340,17 @@ class RunRecordMiddleware(Middleware):
                 "finished_at": finished if message.failed else None,
             }
 
-        try:
-            run: JobRun | None = self._writer(self._runtime().db).finish(
-                FinishRun(ctx.run_id, values)
+        writer = self._writer(self._runtime().db)
+        if getattr(broker, "acks_after_outcome", False):
+            # The thread moves on; the message's ack waits for the commit (workers/acks.py).
+            pending = defer(message)
+            writer.finish_later(
+                FinishRun(ctx.run_id, values),
+                lambda run, error: self._outcome_committed(ctx.run_id, run, error, pending),
             )
+            return
+        try:
+            run: JobRun | None = writer.finish(FinishRun(ctx.run_id, values))
         except Exception:
             # Never raise here: Dramatiq would treat the job as failed and retry a job that
             # ran. The record stays "running"; the dispatcher reaps it past its time limit.
@@ -341,6 +358,49 @@ class RunRecordMiddleware(Middleware):
             run = None
         if run is not None and run.status in FINISHED_STATUSES:
             self.finished(run)
+
+    def _outcome_committed(
+        self, run_id: int, run: JobRun | None, error: BaseException | None, outcome: Outcome
+    ) -> None:
+        """On the writer thread: release the message's ack, hand the run to the hooks."""
+        if error is not None:
+            # Acked all the same: the job ran, and a redelivery must not run it again. The
+            # record stays "running"; the dispatcher reaps it past its time limit.
+            logger.error("could not record the outcome of run %s: %s", run_id, error)
+        outcome.set_done()
+        if run is not None and run.status in FINISHED_STATUSES and self.on_finished:
+            self._hooks().put(run)
+
+    def _hooks(self) -> queue.Queue[JobRun]:
+        """The queue of finished runs for the on_finished hooks, served by a thread of
+        this process (e-mail and metrics never hold a worker or the writer)."""
+        with self._hooks_lock:
+            if self._hooks_pid != os.getpid():
+                self._hooks_queue = queue.Queue()
+                self._hooks_pid = os.getpid()
+                threading.Thread(
+                    target=self._serve_hooks,
+                    args=(self._hooks_queue,),
+                    name="tickwork-run-hooks",
+                    daemon=True,
+                ).start()
+            return self._hooks_queue
+
+    def _serve_hooks(self, runs: queue.Queue[JobRun]) -> None:
+        while True:
+            run = runs.get()
+            try:
+                self.finished(run)
+            finally:
+                runs.task_done()
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for outcomes handed over to be committed and their hooks called."""
+        for writer in list(self._writers.values()):
+            if not writer.flush(timeout_s):
+                logger.warning("run outcomes still being written after %.0f s", timeout_s)
+        if self._hooks_pid == os.getpid():
+            self._hooks_queue.join()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         ctx = self._contexts.pop(id(message), None)
