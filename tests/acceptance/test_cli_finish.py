@@ -287,7 +287,12 @@ def test_an_option_before_or_after_a_sub_command_is_honoured_or_refused(tmp_path
     assert refused.stderr.startswith("error: --format applies to `tickwork jobs`")
     runs = json.loads(tw("jobs", "history", "heartbeat", "-f", "json", cwd=seeded).stdout)
     assert len(runs) == 3
-    # (the environment twin is a default, not a flag: it does not stop a trigger)
+    # (the environment twin is a default, not a flag: it does not stop a trigger; as if
+    # `tickwork run` were running, which starts the runs the CLI records)
+    from tickwork.settings import load_settings
+    from workers.heartbeat import beat, heartbeat_path
+
+    beat(heartbeat_path(load_settings({"TICKWORK_DATA_DIR": str(seeded / "data")}), "run"))
     queued = tw("jobs", "trigger", "heartbeat", cwd=seeded, TICKWORK_JOBS_FORMAT="json")
     assert queued.returncode == 0 and queued.stdout.startswith("queued run")
     # An option given to the wrong command is refused, naming where it belongs.

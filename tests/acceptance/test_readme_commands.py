@@ -263,9 +263,28 @@ def test_kubernetes_command_renders() -> None:
 
 # --- operating jobs --------------------------------------------------------------------
 def test_operating_commands(tmp_path: Path) -> None:
+    from tickwork.settings import load_settings
+    from workers.heartbeat import age_s, heartbeat_path
+
     block = block_starting("tickwork jobs")
-    # Given a fresh folder in embedded mode (nothing has run there yet),
+    # Given a fresh folder in embedded mode with `tickwork run` going (the README runs
+    # these in a second terminal: run now and release hand their runs to it),
     env = clean_env(PYTHONPATH=str(REPO_ROOT))
+    system = start(
+        "exec tickwork run",
+        tmp_path,
+        {**env, "TICKWORK_API_PORT": str(free_port())},
+        tmp_path / "run.log",
+    )
+    beat = heartbeat_path(load_settings({"TICKWORK_DATA_DIR": str(tmp_path / ".tickwork")}), "run")
+    wait_for(lambda: age_s(beat) is not None, 60, "tickwork run started", processes=[system])
+    try:
+        _run_operating_block(block, tmp_path, env)
+    finally:
+        system.stop(signal.SIGINT, timeout_s=40)
+
+
+def _run_operating_block(block: list[str], tmp_path: Path, env: dict[str, str]) -> None:
     for line in block:
         # when each command of the README's block runs as written,
         result = bash(line, tmp_path, env, timeout_s=120)
