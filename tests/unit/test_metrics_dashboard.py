@@ -91,10 +91,20 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
 def test_tickwork_metric_names_used_are_exposed_by_the_embedded_system(
     embedded: Embedded,
 ) -> None:
-    # Given the embedded system after a tick and a job run,
+    # Given the embedded system after a tick, a job run and a dead letter kept,
+    from workers.dead_letters import record_dead_letter
+
     send_tick(embedded.broker, embedded.runtime.settings)
     control.trigger(embedded.db, embedded.broker, "heartbeat")
     embedded.drain()
+    record_dead_letter(
+        embedded.db,
+        queue_name="default",
+        message_id="m1",
+        actor_name="heartbeat",
+        reason="test",
+        message={},
+    )
     body, _ = render_metrics(embedded.runtime)
     exposed = {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
     # then every tickwork metric the dashboard and the rules use is among them.

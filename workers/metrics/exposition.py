@@ -32,6 +32,7 @@ from dramatiq.middleware import Middleware
 
 from schema.engine import Database
 from tickwork.settings import Settings
+from workers.metrics.dead_letter_metrics import StoredDeadLettersCollector
 from workers.metrics.job_metrics import ExpectedIntervalCollector
 from workers.metrics.multiprocess import is_multiprocess, multiprocess_dir
 from workers.metrics.queue_metrics import QueueDepthCollector
@@ -108,6 +109,7 @@ def build_registry(
     if db is not None:
         collectors["scheduler_state"] = SchedulerStateCollector(db)
         collectors["expected_intervals"] = ExpectedIntervalCollector(db)
+        collectors["dead_letters_stored"] = StoredDeadLettersCollector(db)
     registry.register(GuardedCollectors(collectors))
     return registry
 
