@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import queue
 import threading
 import traceback
 import weakref
@@ -89,7 +88,7 @@ class RunRecordMiddleware(Middleware):
         self._contexts: dict[int, RunContext] = {}
         self._hooks_lock = threading.Lock()
         self._hooks_pid = 0
-        self._hooks_queue: queue.Queue[JobRun] = queue.Queue()
+        self._hooks_feed: _HookFeed | None = None
 
     def _is_job(self, broker: dramatiq.Broker, message: MessageProxy) -> bool:
         try:
@@ -371,36 +370,23 @@ class RunRecordMiddleware(Middleware):
         if run is not None and run.status in FINISHED_STATUSES and self.on_finished:
             self._hooks().put(run)
 
-    def _hooks(self) -> queue.Queue[JobRun]:
-        """The queue of finished runs for the on_finished hooks, served by a thread of
+    def _hooks(self) -> _HookFeed:
+        """The feed of finished runs for the on_finished hooks, served by a thread of
         this process (e-mail and metrics never hold a worker or the writer)."""
         with self._hooks_lock:
             if self._hooks_pid != os.getpid():
-                self._hooks_queue = queue.Queue()
+                self._hooks_feed = _HookFeed(self.finished)
                 self._hooks_pid = os.getpid()
-                threading.Thread(
-                    target=self._serve_hooks,
-                    args=(self._hooks_queue,),
-                    name="tickwork-run-hooks",
-                    daemon=True,
-                ).start()
-            return self._hooks_queue
-
-    def _serve_hooks(self, runs: queue.Queue[JobRun]) -> None:
-        while True:
-            run = runs.get()
-            try:
-                self.finished(run)
-            finally:
-                runs.task_done()
+            assert self._hooks_feed is not None
+            return self._hooks_feed
 
     def flush(self, timeout_s: float) -> None:
         """Wait for outcomes handed over to be committed and their hooks called."""
         for writer in list(self._writers.values()):
             if not writer.flush(timeout_s):
                 logger.warning("run outcomes still being written after %.0f s", timeout_s)
-        if self._hooks_pid == os.getpid():
-            self._hooks_queue.join()
+        if self._hooks_pid == os.getpid() and self._hooks_feed is not None:
+            self._hooks_feed.join(timeout_s)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         ctx = self._contexts.pop(id(message), None)
@@ -441,6 +427,40 @@ class RunRecordMiddleware(Middleware):
                 hook(run)
             except Exception:
                 logger.exception("run-finished hook %r failed for run %s", hook, run.id)
+
+
+class _HookFeed:
+    """Finished runs for the hooks, served by one thread that is woken once per burst of
+    outcomes (a writer batch), not once per run: each wake-up is a lock and a GIL hand-off."""
+
+    def __init__(self, serve: Callable[[JobRun], None]) -> None:
+        self._serve = serve
+        self._changed = threading.Condition()
+        self._runs: list[JobRun] = []
+        self._busy = False
+        threading.Thread(target=self._loop, name="tickwork-run-hooks", daemon=True).start()
+
+    def put(self, run: JobRun) -> None:
+        with self._changed:
+            self._runs.append(run)
+            if len(self._runs) == 1:
+                self._changed.notify_all()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait until every run put so far has been served."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._runs and not self._busy, timeout_s)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._runs))
+                runs, self._runs, self._busy = self._runs, [], True
+            for run in runs:
+                self._serve(run)
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
 
 
 def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
