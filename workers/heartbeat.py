@@ -5,6 +5,10 @@ fail because RabbitMQ or PostgreSQL is briefly down — Dramatiq reconnects by i
 restart would only drop in-flight work — so the heartbeat asks only "are this process's
 worker threads (or the scheduler loop) alive?", never "is the broker up?". Readiness is the
 other question (``tickwork probe readiness``): can we reach the database and the broker now.
+
+Under systemd (``Type=notify``, deploy/systemd/) the same heartbeat is the watchdog: each
+beat also sends ``WATCHDOG=1`` (and, once the process serves, ``READY=1`` a single time) by
+:mod:`tickwork.sd_notify` — a no-op when systemd did not start the process.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
+
+from tickwork import sd_notify
 
 if TYPE_CHECKING:
     from tickwork.settings import Settings
@@ -61,16 +67,39 @@ def age_s(path: Path, now: float | None = None) -> float | None:
 
 
 class Heartbeat:
-    """A daemon thread beating every ``interval_s`` while ``alive()`` says so."""
+    """A daemon thread beating every ``interval_s`` while ``alive()`` says so.
 
-    def __init__(self, path: Path, interval_s: float, alive: Callable[[], bool]) -> None:
+    Each beat touches ``path`` (Kubernetes' liveness probe reads its age) and sends systemd
+    ``WATCHDOG=1`` (when the watchdog is this process's); the two answer the same question,
+    so a file that cannot be written (logged once) does not stop the watchdog. With
+    ``ready``, the first beat at which ``ready()`` is true also sends ``READY=1``; until
+    then the thread looks every 0.2 s, so readiness is not an interval late.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float,
+        alive: Callable[[], bool],
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
         self.alive = alive
+        self.ready = ready
+        self._ready_sent = ready is None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tickwork-heartbeat", daemon=True)
 
     def start(self) -> None:
+        usec = sd_notify.watchdog_usec()
+        if usec is not None and self.interval_s > usec / 2e6:
+            logger.warning(
+                "TICKWORK_HEARTBEAT_INTERVAL_S=%g is more than half of systemd's WatchdogSec "
+                "(%g s): a late beat will get this service killed; lower it",
+                self.interval_s,
+                usec / 1e6,
+            )
         self._thread.start()
 
     def stop(self) -> None:
@@ -79,17 +108,24 @@ class Heartbeat:
     def _run(self) -> None:
         failing = False
         while not self._stop.is_set():
-            try:
-                if self.alive():
+            if self.alive():
+                self._tell_systemd()
+                try:
                     beat(self.path)
                     if failing:
                         logger.info("heartbeat file %s written again", self.path)
                     failing = False
-            except OSError as exc:
-                if not failing:  # once, not every interval: liveness probes will fail
-                    logger.error("cannot write heartbeat file %s: %s", self.path, exc)
-                failing = True
-            self._stop.wait(self.interval_s)
+                except OSError as exc:
+                    if not failing:  # once, not every interval: liveness probes will fail
+                        logger.error("cannot write heartbeat file %s: %s", self.path, exc)
+                    failing = True
+            self._stop.wait(self.interval_s if self._ready_sent else min(self.interval_s, 0.2))
+
+    def _tell_systemd(self) -> None:
+        sd_notify.watchdog()
+        if not self._ready_sent and self.ready is not None and self.ready():
+            self._ready_sent = True
+            sd_notify.ready()
 
 
 class HeartbeatMiddleware(Middleware):
@@ -115,13 +151,22 @@ class HeartbeatMiddleware(Middleware):
             threads = list(getattr(worker, "workers", []))
             return bool(threads) and any(t.is_alive() for t in threads)
 
+        def consuming() -> bool:
+            # Ready for systemd: every queue's consumer thread has its consumer, i.e. has
+            # declared its queue and sent basic.consume (Dramatiq connects them after boot).
+            consumers = list(getattr(worker, "consumers", {}).values())
+            return bool(consumers) and all(
+                getattr(c, "consumer", None) is not None for c in consumers
+            )
+
         path = self.path
         if path is None:
             return
         logger.info("liveness heartbeat: %s, every %g s", path, self.interval_s)
-        self._heartbeat = Heartbeat(path, self.interval_s, alive)
+        self._heartbeat = Heartbeat(path, self.interval_s, alive, ready=consuming)
         self._heartbeat.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
+            sd_notify.stopping("finishing running jobs")

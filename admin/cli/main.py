@@ -35,10 +35,15 @@ from admin.cli.common import (
     settings,
     setup_logging,
 )
+from tickwork import sd_notify
 from tickwork.errors import ConfigError
 from tickwork.settings import Settings, accept_env_twins
 
 if TYPE_CHECKING:
+    import socket
+
+    import uvicorn
+
     from schema.engine import Database
 
 app = typer.Typer(
@@ -320,6 +325,12 @@ def worker(
         ]
     )
     port = metrics_port(config, "worker")
+    # systemd (deploy/systemd/tickwork-worker@.service) watches this process, but the
+    # Dramatiq worker processes it forks are the ones that consume and beat: they send
+    # READY=1 once consuming, WATCHDOG=1 with each heartbeat and STOPPING=1 on SIGTERM
+    # (workers/heartbeat.py; the unit says NotifyAccess=all). Hand them the watchdog.
+    if sd_notify.delegate_watchdog():
+        log.debug("systemd watchdog handed to the worker processes")
     log.info(
         "tickwork worker: %d process(es) x %d threads on queues %s; metrics %s",
         config.worker_processes,
@@ -392,9 +403,13 @@ def scheduler() -> None:
     heartbeat = Heartbeat(beat_file, config.heartbeat_interval_s, threading.main_thread().is_alive)
     heartbeat.start()
     log.info("liveness heartbeat: %s, every %g s", beat_file, config.heartbeat_interval_s)
+    # systemd (Type=notify): ready now -- periodiq schedules the first tick at once; the
+    # heartbeat sends WATCHDOG=1.
+    sd_notify.ready("publishing the tick every minute")
     try:
         stopped_by = run_periodiq(runtime.broker, runtime.settings)  # until SIGTERM or SIGINT
     finally:
+        sd_notify.stopping()
         heartbeat.stop()
         runtime.broker.close()
         runtime.db.dispose()
@@ -435,8 +450,9 @@ def api(
             f"({exc.strerror or exc}); choose another port (or --port)"
         ) from None
     # log_config=None: uvicorn's loggers go to tickwork's handler, in its format.
-    server = uvicorn.Server(
-        uvicorn.Config(app_, host=where[0], port=where[1], log_level="info", log_config=None)
+    server = _notifying_server(
+        uvicorn.Config(app_, host=where[0], port=where[1], log_level="info", log_config=None),
+        config.heartbeat_interval_s,
     )
 
     def _stop(signum: int, _frame: object) -> None:
@@ -451,6 +467,37 @@ def api(
     runtime.broker.close()
     runtime.db.dispose()
     log.info("api stopped")
+
+
+def _notifying_server(config: uvicorn.Config, watchdog_s: float) -> uvicorn.Server:
+    """A uvicorn server that keeps systemd informed (Type=notify; a no-op elsewhere):
+    READY=1 once it listens, WATCHDOG=1 every ``watchdog_s`` from its event loop (a loop
+    that hangs stops answering requests *and* the watchdog), STOPPING=1 when it begins to
+    shut down (SIGTERM)."""
+    import time
+
+    import uvicorn
+
+    class NotifyingServer(uvicorn.Server):
+        last_watchdog = 0.0
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                sd_notify.ready("serving the admin API")
+
+        async def on_tick(self, counter: int) -> bool:  # every 0.1 s, on the event loop
+            now = time.monotonic()
+            if now - self.last_watchdog >= watchdog_s:
+                self.last_watchdog = now
+                sd_notify.watchdog()
+            return await super().on_tick(counter)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            sd_notify.stopping()
+            await super().shutdown(sockets)
+
+    return NotifyingServer(config)
 
 
 def _check_jobs_and_overrides(config: Settings, db: Database | None = None) -> None:
