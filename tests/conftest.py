@@ -42,6 +42,9 @@ FAST_RETRIES = {"TICKWORK_MIN_BACKOFF_MS": "10", "TICKWORK_MAX_BACKOFF_MS": "50"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench", action="store_true", help="run the opt-in benchmarks")
     parser.addoption("--soak", action="store_true", help="long versions of reliability scenarios")
+    parser.addoption(
+        "--image", action="store_true", help="build and run the container image (buildah, podman)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,6 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.bench)
             if not config.getoption("--bench"):
                 item.add_marker(pytest.mark.skip(reason="benchmark: run with --bench"))
+        if item.get_closest_marker("image") and not config.getoption("--image"):
+            item.add_marker(pytest.mark.skip(reason="container image: run with --image"))
 
 
 @pytest.fixture(autouse=True)
