@@ -8,7 +8,9 @@ cd "$(dirname "$0")/../.."
 packages="buildah podman runc crun debootstrap"
 missing=""
 for p in $packages; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  # installed, not merely known to dpkg (a removed package keeps "deinstall ... config-files")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then
