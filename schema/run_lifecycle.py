@@ -87,6 +87,14 @@ def expires_before(now: dt.datetime, message_age_limit_s: int) -> dt.datetime:
     return now - dt.timedelta(seconds=message_age_limit_s) - EXPIRY_GRACE
 
 
+def running_live(alive_after: dt.datetime) -> ColumnElement[bool]:
+    """Runs executing on a live worker: heartbeat (or start) newer than ``alive_after``."""
+    return and_(
+        JobRun.status == "running",
+        func.coalesce(JobRun.heartbeat_at, JobRun.started_at) > alive_after,
+    )
+
+
 def expired(now: dt.datetime, message_age_limit_s: int) -> ColumnElement[bool]:
     """Published queued runs whose message can no longer start."""
     cutoff = expires_before(now, message_age_limit_s)
@@ -107,8 +115,4 @@ def blocking(now: dt.datetime, heartbeat_s: int, message_age_limit_s: int) -> Co
         or_(JobRun.scheduled_for.is_(None), JobRun.scheduled_for <= now),
         or_(JobRun.published_at.is_(None), JobRun.published_at >= cutoff),
     )
-    running_live = and_(
-        JobRun.status == "running",
-        func.coalesce(JobRun.heartbeat_at, JobRun.started_at) > live_after(now, heartbeat_s),
-    )
-    return or_(queued_and_due, running_live)
+    return or_(queued_and_due, running_live(live_after(now, heartbeat_s)))

@@ -23,7 +23,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -479,28 +479,28 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
                 "finished_at": [w.values.get("finished_at") for w in writes],
             },
         )
-        runs = {}
-        for row in rows:
-            values = dict(zip(_COLUMNS, row, strict=True))
-            for name, value in values.items():
-                if isinstance(value, dt.datetime):
-                    values[name] = _utc(value)
-            runs[values["id"]] = _detached_run(values)
+        runs = {
+            run.id: run for run in (_detached_run(zip(_COLUMNS, row, strict=True)) for row in rows)
+        }
         return [runs[w.run_id] for w in writes]
     out = []
     for w in writes:
         stmt = RUNS.update().where(RUNS.c.id == w.run_id).values(**w.values)
         row = connection.execute(stmt.returning(*RUNS.c)).one()
-        out.append(JobRun(**row._asdict()))
+        out.append(_detached_run(row._asdict().items()))
     return out
 
 
 _RUN_MANAGER = JobRun._sa_class_manager  # type: ignore[attr-defined]
 
 
-def _detached_run(values: dict[str, Any]) -> JobRun:
-    """A detached JobRun holding ``values``, as the ORM builds one when it loads a row
-    (its constructor's per-attribute events cost more than the database write)."""
+def _detached_run(columns: Iterable[tuple[str, Any]]) -> JobRun:
+    """A detached JobRun holding a returned row's ``(column, value)`` pairs, times in UTC,
+    as the ORM builds one when it loads a row (its constructor's per-attribute events
+    cost more than the database write)."""
+    values = {
+        name: _utc(value) if isinstance(value, dt.datetime) else value for name, value in columns
+    }
     if not _RUN_MANAGER.mapper.configured:
         configure_mappers()
     run: JobRun = _RUN_MANAGER.new_instance()
@@ -521,11 +521,7 @@ def fail_unstarted(db: Database, run_id: int, error: str) -> JobRun | None:
         row = connection.execute(stmt).one_or_none()
     if row is None:
         return None
-    values = row._asdict()
-    for name, value in values.items():
-        if isinstance(value, dt.datetime):
-            values[name] = _utc(value)
-    return JobRun(**values)
+    return _detached_run(row._asdict().items())
 
 
 _STATEMENTS: dict[str, Callable[[Connection, Sequence[Any]], list[Any]]] = {

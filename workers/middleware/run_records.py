@@ -27,12 +27,12 @@ from typing import Any, NoReturn
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExceeded
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from schema.base import utcnow
 from schema.engine import Database
-from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after
+from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.contracts import OVERLAP_OPTION
 from tickwork.scrub import scrub
@@ -473,12 +473,7 @@ def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
         )
     other = session.scalars(
         select(JobRun.id)
-        .where(
-            JobRun.job_name == run.job_name,
-            JobRun.id != run.id,
-            JobRun.status == "running",
-            func.coalesce(JobRun.heartbeat_at, JobRun.started_at) > alive_after,
-        )
+        .where(JobRun.job_name == run.job_name, JobRun.id != run.id, running_live(alive_after))
         .limit(1)
     ).first()
     return other is not None
