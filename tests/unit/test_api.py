@@ -4,28 +4,14 @@ broker, and PostgreSQL + RabbitMQ (``[services]``, marked ``integration``)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from admin.api import create_app
-from admin.api.auth import create_token
 from schema.identity import ApiToken
 from schema.messaging import DeadLetter
 from schema.scheduling import ScheduledJobConfig
-from tests.support.systems import System
 from tests.support.throwaway_jobs import ThrowawayJobs
-
-
-@pytest.fixture
-def client(system: System) -> Iterator[tuple[TestClient, dict[str, str], System]]:
-    app = create_app(system.runtime.settings, system.db, system.broker)
-    token = create_token(system.db, "tests").token
-    with TestClient(app) as http:
-        yield http, {"Authorization": f"Bearer {token}"}, system
 
 
 def test_no_or_bad_or_expired_token_is_401(client: Any) -> None:

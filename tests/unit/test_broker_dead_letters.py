@@ -11,7 +11,6 @@ RabbitMQ with the test's own queue prefix (``[services]``, marked ``integration`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,6 @@ from workers.dead_letters import UNKNOWN_FAILURE
 from workers.metrics.queue_metrics import QueueDepthCollector
 
 OLD_MS = 1_000_000  # 1970: older than any message age limit
-
-
-@pytest.fixture
-def client(system: System) -> Iterator[tuple[TestClient, dict[str, str], System]]:
-    app = create_app(system.runtime.settings, system.db, system.broker)
-    token = create_token(system.db, "tests").token
-    with TestClient(app) as http:
-        yield http, {"Authorization": f"Bearer {token}"}, system
 
 
 def waiting_in_broker(system: System) -> int:
