@@ -86,6 +86,16 @@ def collect_checks(
         return f"{len(all_jobs())} jobs, every schedule valid"
 
     report("schedules", schedules)
+
+    if settings.org_backend.endswith(":CumulusCIOrgBackend"):
+
+        def cumulusci() -> str:
+            # Only this backend needs its own interpreter; the check starts its runner.
+            from workers.installs.backends.cumulusci import check_environment
+
+            return check_environment(settings)
+
+        report("cumulusci", cumulusci)
     for db in db_holder:
         db.dispose()
     return results

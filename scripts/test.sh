@@ -24,5 +24,8 @@ if [ -n "$missing" ]; then
 fi
 
 bash scripts/install.sh test
+# The CumulusCI backend's own interpreter (cumulusci needs sqlalchemy<2): .venv-cumulusci,
+# exactly as requirements/cumulusci.txt; skipped when it already matches the lock.
+bash scripts/install_cumulusci.sh
 export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest "$@"

@@ -225,6 +225,31 @@ class Settings(BaseSettings):
     backend_retries: int = Field(
         3, ge=0, le=20, description="Retries of a transient backend error (refused, timeout)."
     )
+    cumulusci_python: str = Field(
+        "",
+        description="Python of the CumulusCI virtualenv the cumulusci org backend drives; "
+        "unset: .venv-cumulusci/bin/python of this checkout (scripts/install_cumulusci.sh).",
+    )
+    cumulusci_project_dir: Path | None = Field(
+        None,
+        description="CumulusCI project (a directory with cumulusci.yml) plan steps run in; "
+        "unset: a fresh empty project per step (CumulusCI's standard tasks and flows only).",
+    )
+    cumulusci_start_timeout_s: float = Field(
+        60, gt=0, description="Longest wait for the CumulusCI runner to start and say hello."
+    )
+    cumulusci_cancel_grace_s: float = Field(
+        5,
+        ge=0,
+        description="After a cancel, how long the CumulusCI runner may take to stop "
+        "between tasks before its process group is killed.",
+    )
+    token_lifetime_running_minutes: int = Field(
+        1_440,
+        ge=1,
+        description="OAuth tokens of a user with a running job or preflight expire after this "
+        "long without a login (the shorter token_lifetime_minutes applies otherwise).",
+    )
     events_exchange: str = Field(
         "tickwork.events",
         description="RabbitMQ topic exchange for job/preflight/org status events (prefixed).",

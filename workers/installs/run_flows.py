@@ -31,6 +31,7 @@ from tickwork.settings import Settings
 from workers.installs.backends.protocol import (
     OrgBackend,
     OrgRef,
+    StepCanceled,
     StepFailed,
     StepSpec,
     TransientBackendError,
@@ -63,6 +64,11 @@ def run_flows(
     if isinstance(started, str):
         return started
     secrets = started.org.secrets
+    # A backend that can stop a step part-way (between a CumulusCI flow's tasks) is asked
+    # to whenever a cancel has been requested; others are only stopped between steps.
+    extra: dict[str, object] = {}
+    if getattr(backend, "cancels_mid_step", False):
+        extra["should_cancel"] = lambda: _cancel_requested(db, job_id)
     try:
         for step in started.steps:
             if not _begin_step(db, job_id, step):
@@ -72,13 +78,18 @@ def run_flows(
             try:
                 outcome = with_backoff(
                     lambda step=step, log=log: backend.run_step(  # type: ignore[misc]
-                        started.org, step, settings.install_step_timeout_s, log.append
+                        started.org, step, settings.install_step_timeout_s, log.append, **extra
                     ),
                     retries=settings.backend_retries,
                     min_backoff_ms=settings.min_backoff_ms,
                     max_backoff_ms=settings.max_backoff_ms,
                     transient=lambda exc: isinstance(exc, TransientBackendError),
                 )
+            except StepCanceled as exc:
+                output = scrub(exc.output, secrets) or ""
+                message = scrub(str(exc), secrets)
+                _record_step(db, job_id, step, "error", message, output, begun, log.streamed)
+                return _finish(db, settings, job_id, "canceled", JOB_CANCELED)
             except StepFailed as exc:
                 output = scrub(exc.output, secrets) or ""
                 message = scrub(str(exc), secrets)
@@ -221,6 +232,14 @@ def _begin_step(db: Database, job_id: int, step: StepSpec) -> bool:
     )
     with db.statement() as connection:
         return bool(connection.execute(statement).rowcount)
+
+
+def _cancel_requested(db: Database, job_id: int) -> bool:
+    with db.statement() as connection:
+        row = connection.execute(
+            select(_JOBS.c.status, _JOBS.c.cancel_requested_at).where(_JOBS.c.id == job_id)
+        ).first()
+    return row is None or row.status != "started" or row.cancel_requested_at is not None
 
 
 class _LogStream:

@@ -34,6 +34,10 @@ class StepFailed(BackendError):
         self.output = output
 
 
+class StepCanceled(StepFailed):
+    """A cancel stopped the step before it finished (a backend with ``cancels_mid_step``)."""
+
+
 class TransientBackendError(BackendError):
     """The backend was unreachable (refused, timed out) before doing anything."""
 
