@@ -27,6 +27,8 @@ from schema.installs import (
     JOB_CANCELED,
     Job,
     PreflightResult,
+    never_run_step_ids,
+    optional_step_ids,
     preflight_has_errors,
     preflight_is_ready,
 )
@@ -157,11 +159,18 @@ class InstallClient:
             unknown = sorted(set(steps) - known)
             if unknown:
                 raise UnknownSteps(f"steps {unknown} are not steps of plan {plan_id}")
-            missing = [s for s in plan_steps if s.is_required and s.id not in steps]
+            preflight = self._check_preflight(session, plan_id, org_id, user_id)
+            results = preflight.results if preflight is not None else {}
+            optional = optional_step_ids(results)  # MetaDeploy's per-step preflight rules
+            missing = [
+                s
+                for s in plan_steps
+                if s.is_required and s.id not in steps and s.id not in optional
+            ]
             if missing:
                 names = ", ".join(f"{s.id} ({s.name})" for s in missing)
                 raise RequiredStepsMissing(f"required steps are not selected: {names}")
-            self._check_preflight(session, plan_id, org_id, user_id)
+            never_run = never_run_step_ids(results)
             busy = session.scalar(
                 select(Job.id)
                 .where(Job.org_id == org_id, Job.status.in_(("created", "started")))
@@ -173,7 +182,7 @@ class InstallClient:
                 plan_id=plan_id,
                 org_id=org_id,
                 user_id=user_id,
-                steps=[s.id for s in plan_steps if s.id in set(steps)],
+                steps=[s.id for s in plan_steps if s.id in set(steps) and s.id not in never_run],
                 status="created",
             )
             session.add(job)
@@ -303,10 +312,13 @@ class InstallClient:
         if not has_token:
             raise NoTokens(f"user {user_id} has no OAuth token: they must log in to the org again")
 
-    def _check_preflight(self, session: Any, plan_id: int, org_id: str, user_id: int) -> None:
+    def _check_preflight(
+        self, session: Any, plan_id: int, org_id: str, user_id: int
+    ) -> PreflightResult | None:
+        """The ready preflight the install will use (None: the plan has no checks)."""
         has_checks = session.scalar(select(exists().where(PreflightCheck.plan_id == plan_id)))
         if not has_checks:
-            return
+            return None
         latest = session.scalar(
             select(PreflightResult)
             .where(
@@ -331,6 +343,7 @@ class InstallClient:
             raise PreflightRequired(
                 f"the latest preflight ({latest.id}) {why}: run a new preflight first"
             )
+        return latest  # type: ignore[no-any-return]
 
     def _mark_unsent(self, model: Any, row_id: int, exc: BaseException) -> None:
         with self.db.session() as session:

@@ -87,7 +87,12 @@ class PreflightCheck(Base):
     order: Mapped[int]
     name: Mapped[str255]
     path: Mapped[str] = mapped_column(Text)
-    action_on_fail: Mapped[str] = mapped_column(String(20), default="error")  # error|warn|skip
+    # What a failing check means, as MetaDeploy's per-step preflight results: error | warn
+    # (plan-wide or on its step), optional | hide | skip (its step need not / must not run).
+    action_on_fail: Mapped[str] = mapped_column(String(20), default="error")
+    # The plan step the check is about (MetaDeploy keys preflight results by step); none:
+    # a plan-level check.
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
 
     plan: Mapped[Plan] = relationship(back_populates="preflight_checks")
 

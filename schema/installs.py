@@ -90,6 +90,32 @@ def preflight_has_errors(results: dict[str, Any]) -> bool:
     return any(r.get("status") == "error" for r in results.values() if isinstance(r, dict))
 
 
+# Per-step preflight results (MetaDeploy's ``optional_step_ids``): a step whose check
+# ended optional, hide or skip need not be selected even when the plan requires it; one
+# that ended hide or skip is never run (dropped from the job's steps).
+OPTIONAL_STATUSES = ("optional", "hide", "skip")
+NEVER_RUN_STATUSES = ("hide", "skip")
+CHECK_ACTIONS = ("error", "warn", *OPTIONAL_STATUSES)
+
+
+def _step_ids(results: dict[str, Any], statuses: tuple[str, ...]) -> set[int]:
+    return {
+        int(r["step_id"])
+        for r in results.values()
+        if isinstance(r, dict) and r.get("step_id") is not None and r.get("status") in statuses
+    }
+
+
+def optional_step_ids(results: dict[str, Any]) -> set[int]:
+    """Steps the preflight made optional (its ``optional``, ``hide`` or ``skip`` results)."""
+    return _step_ids(results, OPTIONAL_STATUSES)
+
+
+def never_run_step_ids(results: dict[str, Any]) -> set[int]:
+    """Steps the preflight said to hide or skip: an install leaves them out."""
+    return _step_ids(results, NEVER_RUN_STATUSES)
+
+
 def preflight_is_ready(preflight: PreflightResult, lifetime_minutes: int, now: dt.datetime) -> bool:
     """Usable for an install: finished, still valid, recent, and without errors."""
     lifetime = dt.timedelta(minutes=lifetime_minutes)

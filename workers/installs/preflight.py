@@ -50,12 +50,11 @@ def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload
                 .order_by(PreflightCheck.order)
             )
         ]
-        actions = {
-            c.id: c.action_on_fail
-            for c in session.scalars(
-                select(PreflightCheck).where(PreflightCheck.plan_id == preflight.plan_id)
-            )
-        }
+        rows = session.scalars(
+            select(PreflightCheck).where(PreflightCheck.plan_id == preflight.plan_id)
+        ).all()
+        actions = {c.id: c.action_on_fail for c in rows}
+        check_steps = {c.id: c.step_id for c in rows}
     emit(settings, "preflight", preflight_id, "started")
     results: dict[str, Any] = {}
     try:
@@ -72,7 +71,12 @@ def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload
             except StepFailed as exc:
                 failure = scrub(str(exc), org.secrets)
             status = "ok" if failure is None else actions.get(check.id, "error")
-            results[str(check.id)] = {"name": check.name, "status": status, "message": failure}
+            results[str(check.id)] = {
+                "name": check.name,
+                "status": status,
+                "message": failure,
+                "step_id": check_steps.get(check.id),  # MetaDeploy's results are per step
+            }
         return _finish(db, settings, preflight_id, "complete", results, None)
     except Shutdown:
         return _finish(
