@@ -59,13 +59,13 @@ def enqueue_install_job(**_: Any) -> None:  # the kwargs: ContractMiddleware dec
 def run_flows(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
     payload = current_payload(contracts.RunFlows)
     runtime = get_runtime()
-    run(runtime.db, runtime.settings, backend_for(runtime), payload, _message_id())
+    run(runtime.db, runtime.settings, backend_for(runtime), payload, _message_id(), runtime.broker)
 
 
 def preflight(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them
     payload = current_payload(contracts.Preflight)
     runtime = get_runtime()
-    run_preflight(runtime.db, runtime.settings, backend_for(runtime), payload)
+    run_preflight(runtime.db, runtime.settings, backend_for(runtime), payload, runtime.broker)
 
 
 def create_scratch_org(**_: Any) -> None:  # the kwargs: ContractMiddleware decoded them

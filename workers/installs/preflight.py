@@ -13,6 +13,7 @@ import logging
 import traceback
 from typing import Any
 
+import dramatiq
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import select, update
 
@@ -27,12 +28,32 @@ from tickwork.settings import Settings
 from workers.installs.backends.protocol import OrgBackend, StepFailed, StepSpec
 from workers.installs.backends.retry import with_backoff
 from workers.installs.common import EVENT_STATUS, org_ref
+from workers.installs.scratch_org_failure import fail_scratch_org
 
 logger = logging.getLogger(__name__)
 
 
-def run_preflight(db: Database, settings: Settings, backend: OrgBackend, payload: Preflight) -> str:
-    """Run the checks; returns the preflight's final status."""
+def run_preflight(
+    db: Database,
+    settings: Settings,
+    backend: OrgBackend,
+    payload: Preflight,
+    broker: dramatiq.Broker | None = None,
+) -> str:
+    """Run the checks; returns the preflight's final status. A preflight that fails (could
+    not run) on a scratch org fails the org and queues its deletion (``broker``)."""
+    status = _run(db, settings, backend, payload)
+    if status == "failed":
+        with db.session() as session:
+            row = session.get(PreflightResult, payload.preflight_id)
+            org_id, exception = (row.org_id, row.exception) if row is not None else (None, None)
+        if org_id is not None:
+            reason = f"The preflight {payload.preflight_id} failed: {exception or ''}".strip()
+            fail_scratch_org(db, settings, broker, org_id, reason)
+    return status
+
+
+def _run(db: Database, settings: Settings, backend: OrgBackend, payload: Preflight) -> str:
     preflight_id = payload.preflight_id
     with db.session() as session:
         preflight = session.get(PreflightResult, preflight_id, with_for_update=True)

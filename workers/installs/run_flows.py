@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import cast
 
+import dramatiq
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +39,7 @@ from workers.installs.backends.protocol import (
 )
 from workers.installs.backends.retry import with_backoff
 from workers.installs.common import EVENT_STATUS, org_ref
+from workers.installs.scratch_org_failure import fail_scratch_org
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,35 @@ def run_flows(
     backend: OrgBackend,
     payload: RunFlows,
     message_id: str,
+    broker: dramatiq.Broker | None = None,
 ) -> str:
-    """Run the job; returns its final status (or why nothing was done)."""
+    """Run the job; returns its final status (or why nothing was done). A job that
+    fails on a scratch org fails the org and queues its deletion (``broker``)."""
+    status = _run(db, settings, backend, payload, message_id)
+    if status == "failed":
+        job = _job_org_and_exception(db, payload.job_id)
+        if job is not None:
+            fail_scratch_org(db, settings, broker, *job)
+    return status
+
+
+def _job_org_and_exception(db: Database, job_id: int) -> tuple[str, str] | None:
+    with db.statement() as connection:
+        row = connection.execute(
+            select(_JOBS.c.org_id, _JOBS.c.exception, _JOBS.c.status).where(_JOBS.c.id == job_id)
+        ).first()
+    if row is None or row.status != "failed":
+        return None
+    return row.org_id, f"The installation job {job_id} failed: {row.exception or ''}".strip()
+
+
+def _run(
+    db: Database,
+    settings: Settings,
+    backend: OrgBackend,
+    payload: RunFlows,
+    message_id: str,
+) -> str:
     job_id = payload.job_id
     started = _start(db, settings, job_id, message_id)
     if isinstance(started, str):
