@@ -26,10 +26,11 @@ from tickwork.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-EventKind = Literal["job", "preflight", "org"]
-EventStatus = Literal["started", "completed", "failed", "canceled"]
-KINDS: tuple[str, ...] = ("job", "preflight", "org")
-STATUSES: tuple[str, ...] = ("started", "completed", "failed", "canceled")
+EventKind = Literal["job", "preflight", "org", "user"]
+EventStatus = Literal["started", "completed", "failed", "canceled", "token_expired"]
+KINDS: tuple[str, ...] = ("job", "preflight", "org", "user")
+# user.token_expired: MetaDeploy's user_token_expired (the user must log in again).
+STATUSES: tuple[str, ...] = ("started", "completed", "failed", "canceled", "token_expired")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import datetime as dt
 import statistics
 from typing import cast
 
-from sqlalchemy import Table, and_, exists, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 
 from schema.base import utcnow
 from schema.catalog import Plan
@@ -19,6 +19,7 @@ from schema.identity import ApiToken, OAuthToken, User
 from schema.installs import Job, PreflightResult
 from workers.batching import delete_in_batches, update_in_batches
 from workers.context import JobResult, RunContext
+from workers.installs.token_expiry import expire_oauth_tokens
 from workers.registry import job
 
 JOBS = cast(Table, Job.__table__)
@@ -60,23 +61,9 @@ def cleanup_user_data(ctx: RunContext) -> JobResult:
         batch,
     ).rows
 
-    # 2. OAuth tokens past their lifetime, unless the user has work that needs them.
-    busy_job = exists().where(
-        JOBS.c.user_id == OAUTH_TOKENS.c.user_id, JOBS.c.status.in_(("created", "started"))
-    )
-    busy_preflight = exists().where(
-        PREFLIGHTS.c.user_id == OAUTH_TOKENS.c.user_id, PREFLIGHTS.c.status == "started"
-    )
-    counts["OAuth tokens deleted"] = delete_in_batches(
-        ctx.db,
-        OAUTH_TOKENS,
-        and_(
-            OAUTH_TOKENS.c.created_at < now - dt.timedelta(minutes=s.token_lifetime_minutes),
-            ~busy_job,
-            ~busy_preflight,
-        ),
-        batch,
-    ).rows
+    # 2. OAuth tokens idle past their lifetime (longer while the user has running work);
+    #    each affected user gets a user.token_expired event.
+    counts["OAuth tokens deleted"] = expire_oauth_tokens(ctx.db, s, now, batch)
 
     # 3. Non-staff users idle too long (their jobs stay, with the user set null).
     idle_since = now - dt.timedelta(days=s.inactive_user_days)
