@@ -32,13 +32,17 @@ case "${1:-}" in
   *) echo "usage: $0 [--lock|--check]" >&2; exit 2 ;;
 esac
 
-want=$(sha256sum requirements/cumulusci.txt | cut -d' ' -f1)
+# The stamp covers the lock and this script: either changing re-runs the install.
+want=$(cat requirements/cumulusci.txt "$0" | sha256sum | cut -d' ' -f1)
 stamp="$venv/.tickwork-lock-sha256"
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0  # already exactly the lock
 fi
 # CumulusCI supports Python >=3.11,<3.14; python3 here is 3.11.
 [ -x "$venv/bin/python" ] || uv venv --quiet --python "$(command -v python3)" "$venv"
-uv pip install --quiet --python "$venv/bin/python" --require-hashes -r requirements/cumulusci.txt
+# Byte-compiled now: the backend starts a runner per step, and where PYTHONDONTWRITEBYTECODE
+# is set each start would otherwise recompile CumulusCI's imports.
+uv pip install --quiet --compile-bytecode --python "$venv/bin/python" --require-hashes \
+  -r requirements/cumulusci.txt
 "$venv/bin/python" -c "import cumulusci; print('cumulusci', cumulusci.__version__, 'in', '$venv')"
 echo "$want" > "$stamp"

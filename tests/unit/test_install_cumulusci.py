@@ -212,7 +212,7 @@ def test_a_cancel_not_honoured_in_time_kills_the_process_group(env: Any) -> None
     settings = settings.model_copy(update={"cumulusci_cancel_grace_s": 0.5})
     marker = "sleep 123.4567"
     step = StepSpec(1, "Long", "task", f'command {{"command": "{marker}"}}')
-    asked = time.monotonic() + 4  # after CumulusCI has started the command
+    asked = time.monotonic() + 3  # after CumulusCI has started the command
     started = time.monotonic()
     # Given a task that cannot stop by itself, when a cancel is asked for,
     with pytest.raises(StepCanceled, match="did not stop in time"):
@@ -229,8 +229,8 @@ def test_a_step_over_its_time_limit_is_killed_and_fails(env: Any) -> None:
     marker = "sleep 234.5678"
     step = StepSpec(1, "Long", "task", f'command {{"command": "{marker}"}}')
     started = time.monotonic()
-    with pytest.raises(StepFailed, match="exceeded its time limit of 6 s"):
-        CumulusCIOrgBackend(settings, db).run_step(OFFLINE, step, 6)
+    with pytest.raises(StepFailed, match="exceeded its time limit of 3 s"):
+        CumulusCIOrgBackend(settings, db).run_step(OFFLINE, step, 3)
     assert time.monotonic() - started < 20
     assert _no_process(marker)
 
@@ -309,6 +309,15 @@ def test_an_unreachable_org_is_a_transient_error(env: Any) -> None:
     org = OrgRef(org_id="00DORG", instance_url=f"http://127.0.0.1:{port}", access_token="tok-x")
     with pytest.raises(TransientBackendError, match=r"Connection refused|ConnectionError"):
         CumulusCIOrgBackend(settings, db).run_step(org, StepSpec(1, "L", "task", "log"), 60)
+
+
+def test_preflight_checks_are_cumulusci_tasks_that_pass_or_say_why(env: Any) -> None:
+    settings, db = env
+    backend = CumulusCIOrgBackend(settings, db)
+    passing = StepSpec(1, "Passes", "check", 'log {"line": "checked"}')
+    failing = StepSpec(2, "Fails", "check", 'command {"command": "exit 4"}')
+    assert backend.run_check(OFFLINE, passing, 60) is None
+    assert "Return code: 4" in (backend.run_check(OFFLINE, failing, 60) or "")
 
 
 def test_a_missing_or_wrong_cumulusci_environment_is_named(sqlite_db: Database) -> None:

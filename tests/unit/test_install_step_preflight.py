@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from producers import client as c
 from producers.client import InstallClient
 from schema.catalog import PreflightCheck
 from schema.installs import Job, PreflightResult
+from schema.orgs import ScratchOrg
 from tests.install_data import make_plan, make_user
 from tests.support.systems import Embedded
 
@@ -128,3 +129,21 @@ def test_an_error_on_a_step_blocks_the_install(embedded: Embedded, client: Insta
         client.create_install_job(
             plan_id=plan.plan_id, org_id="00DERR", user_id=user, steps=plan.step_ids
         )
+
+
+def test_a_new_scratch_org_installs_without_the_steps_its_preflight_skips(
+    embedded: Embedded, client: InstallClient
+) -> None:
+    db = embedded.db
+    plan = _plan_with_step_checks(db, "skip")
+    # Given a plan whose steps are all required and whose check skips the second,
+    request = client.request_scratch_org(plan_id=plan.plan_id, email="grace@example.com")
+    embedded.drain()
+    embedded.drain()
+    # then the scratch org's automatic install ran the other steps only.
+    with db.session() as s:
+        scratch = s.scalar(select(ScratchOrg).where(ScratchOrg.uuid == request))
+        assert scratch is not None and scratch.status == "complete", scratch and scratch.exception
+        job = s.scalar(select(Job).where(Job.org_id == scratch.org_id))
+        assert job is not None and job.status == "complete"
+        assert job.steps == [plan.step_ids[0], plan.step_ids[2]]

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from schema.base import utcnow
 from schema.catalog import Step
 from schema.engine import Database
-from schema.installs import Job, PreflightResult, preflight_has_errors
+from schema.installs import Job, PreflightResult, never_run_step_ids, preflight_has_errors
 from schema.orgs import ScratchOrg
 from tickwork.contracts import DeleteScratchOrg, EnqueueInstallJob, Preflight
 from tickwork.events import emit
@@ -125,11 +125,12 @@ def _create_job_if_all_required(
             return None
         if preflight is None or preflight_has_errors(preflight.results):
             return None
+        never_run = never_run_step_ids(preflight.results)  # hidden or skipped by a check
         job = Job(
             plan_id=plan_id,
             user_id=user_id,
             org_id=org_id,
-            steps=[s.id for s in sorted(steps, key=lambda s: s.order)],
+            steps=[s.id for s in sorted(steps, key=lambda s: s.order) if s.id not in never_run],
             status="created",
         )
         session.add(job)
