@@ -332,6 +332,26 @@ def test_a_missing_or_wrong_cumulusci_environment_is_named(sqlite_db: Database) 
         check_environment(wrong)
 
 
+@pytest.mark.parametrize(
+    ("hello", "error"),
+    [
+        ('{"v":1,"type":"hello","cumulusci":"3.84.0","python":"3.11.7"}', "needs 4.x"),
+        ('{"v":2,"type":"hello","cumulusci":"4.10.1","python":"3.11.7"}', "protocol version 2"),
+        ("Traceback (most recent call last):", "not JSON"),
+    ],
+)
+def test_a_runner_of_another_version_is_refused_at_the_handshake(
+    sqlite_db: Database, tmp_path: Path, hello: str, error: str
+) -> None:
+    # An interpreter stand-in that answers the handshake as another version would.
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho '{hello}'\ncat >/dev/null\n")
+    fake.chmod(0o755)
+    settings = sqlite_db.settings.model_copy(update={"cumulusci_python": str(fake)})
+    with pytest.raises(CumulusCIEnvironmentError, match=error):
+        check_environment(settings)
+
+
 def test_check_environment_reports_the_cumulusci_version(
     sqlite_db: Database, cci_python: str
 ) -> None:

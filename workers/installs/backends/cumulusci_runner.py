@@ -139,7 +139,7 @@ def main() -> int:
 
     offline = not org.get("access_token")
 
-    class Coordinator(FlowCoordinator):  # type: ignore[misc]
+    class TickworkFlowCoordinator(FlowCoordinator):  # type: ignore[misc]
         def _init_org(self) -> None:
             if offline:
                 self.logger.info("No org credentials: running tasks that need no org only.")
@@ -194,9 +194,11 @@ def main() -> int:
                 task_class=task_config.get_class(),
                 project_config=project,
             )
-            coordinator = Coordinator.from_steps(project, [spec], name=name, callbacks=Callbacks())
+            coordinator = TickworkFlowCoordinator.from_steps(
+                project, [spec], name=name, callbacks=Callbacks()
+            )
         elif kind == "flow":
-            coordinator = Coordinator(
+            coordinator = TickworkFlowCoordinator(
                 project, project.get_flow(name), name=name, options=options, callbacks=Callbacks()
             )
         else:
