@@ -29,6 +29,7 @@ from tickwork.contracts import RunFlows
 from workers.installs.backends import cumulusci_protocol as proto
 from workers.installs.backends.cumulusci import (
     DEFAULT_VENV,
+    RUNNER,
     CumulusCIEnvironmentError,
     CumulusCIOrgBackend,
     check_environment,
@@ -247,6 +248,35 @@ def test_worker_shutdown_mid_step_kills_the_runner(env: Any) -> None:
     with pytest.raises(Shutdown):
         CumulusCIOrgBackend(settings, db).run_step(OFFLINE, step, 60, shutdown_when_begun)
     assert _no_process(marker)
+
+
+def test_a_runner_whose_backend_went_away_stops_before_the_next_task(env: Any) -> None:
+    settings, _ = env
+    # Given a runner in the middle of a flow (started by hand, as the backend would),
+    runner = subprocess.Popen(
+        [settings.cumulusci_python, str(RUNNER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(settings.cumulusci_project_dir)},
+    )
+    assert runner.stdin is not None and runner.stdout is not None
+    step = {"kind": "flow", "name": "tw_slow", "options": {}}
+    project = str(settings.cumulusci_project_dir)
+    runner.stdin.write(proto.Run(step=step, org={}, project_dir=project).to_line())
+    runner.stdin.flush()
+    messages = []
+    for line in runner.stdout:
+        messages.append(proto.parse_line(line))
+        if isinstance(messages[-1], proto.StepStarted):
+            # when its stdin closes (the worker was SIGKILLed),
+            runner.stdin.close()
+    assert runner.wait(timeout=30) == 0
+    # then it ends the flow before the next task, saying so.
+    assert isinstance(messages[0], proto.Hello)
+    assert isinstance(messages[-1], proto.Cancelled)
+    started = [m.task for m in messages if isinstance(m, proto.StepStarted)]
+    assert started == ["util_sleep"]
 
 
 class _OrgStandIn:
