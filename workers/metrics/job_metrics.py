@@ -287,8 +287,8 @@ class FirstRunCollector:
             "'never succeeded' alert counts from here for a job with no sign of life yet.",
             labels=["job"],
         )
-        for name, at in sorted(self._first.items()):
-            family.add_metric([name], at)
+        for name, stamp in sorted(self._first.items()):
+            family.add_metric([name], stamp)
         yield family
 
     def describe(self) -> list[Any]:
