@@ -5,8 +5,9 @@ Exit codes, the same for every command (and listed in ``tickwork --help``):
 - 0: done.
 - 1: the command was understood but failed: a check failed, the job or token it names
   does not exist, the database is not migrated, a service did not answer.
-- 2: usage or configuration error: an unknown command or option, a malformed value,
-  options that cannot be combined, a bad ``TICKWORK_*`` variable.
+- 2: usage or configuration error: an unknown command or option, a malformed value
+  (one the database cannot store included: a NUL, an unpaired surrogate, too long for
+  its column), options that cannot be combined, a bad ``TICKWORK_*`` variable.
 
 Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
@@ -50,7 +51,8 @@ OK, FAILED, USAGE = 0, 1, 2
 EXIT_CODES = (
     "Exit codes: 0 done; 1 the operation failed (a check failed, a job or token not found, "
     "database not migrated or not reachable); 2 usage or configuration error (unknown "
-    "command or option, a malformed value, a bad TICKWORK_* variable)."
+    "command or option, a malformed value or one the database cannot store, a bad "
+    "TICKWORK_* variable)."
 )
 
 _overrides: dict[str, Any] = {}
