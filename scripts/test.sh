@@ -14,6 +14,10 @@ done
 # kubectl (with kustomize built in) renders deploy/k8s in the tests. This machine's image
 # ships a recent one; where it is missing, Debian's kubernetes-client is the fallback.
 command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
+# node + npm type-check the Grafana dashboard against @grafana/schema
+# (tests/unit/test_metrics_dashboard_schema.py). This image's nodejs (NodeSource) ships
+# npm; on plain Debian they are two packages.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$missing"

@@ -90,7 +90,9 @@ def used_metric_names() -> set[str]:
     for expr in dashboard_exprs() + rule_exprs():
         names |= metric_names(substitute_grafana_variables(expr))
     for variable in dashboard()["templating"]["list"]:
-        query = variable.get("definition", "")
+        query = variable.get("query", "")
+        if isinstance(query, dict):  # a Prometheus query variable: {"query": ..., "refId": ...}
+            query = query.get("query", "")
         found = re.match(r"label_values\((\w+)", query)
         if found:
             names.add(found.group(1))

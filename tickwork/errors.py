@@ -35,3 +35,8 @@ class JobBusyError(TickworkError):
 
 class NoRunningSystemError(TickworkError):
     """Embedded mode: nothing would run the work, no ``tickwork run`` is running."""
+
+
+class UnstorableInputError(ValidationError):
+    """A text input the database cannot hold: a NUL character, an unpaired surrogate, or
+    longer than its column (PostgreSQL refuses all three; SQLite would store them)."""

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 
 import dramatiq
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
+from sqlalchemy.exc import StatementError
 
-from admin.api import auth, dead_letters, models
+from admin.api import auth, dead_letters, input_checks, models
 from admin.job_status import job_statuses, run_history
 from admin.run_handoff import runs_broker
 from schema.engine import Database
@@ -26,6 +28,7 @@ from tickwork.errors import (
     NoRunningSystemError,
     ScheduleError,
     UnknownJobError,
+    UnstorableInputError,
     ValidationError,
 )
 from tickwork.settings import Settings
@@ -93,6 +96,12 @@ def create_app(
     @app.exception_handler(ScheduleError)
     async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    # Hostile input (issue 20): refused with a 422 that names it, never a 500.
+    app.add_middleware(input_checks.HostileInputMiddleware)
+    app.add_exception_handler(RequestValidationError, input_checks.validation_error)
+    app.add_exception_handler(UnstorableInputError, input_checks.unstorable)
+    app.add_exception_handler(StatementError, input_checks.database_error)
 
     def job_out(name: str) -> models.Job:
         get_job(name)

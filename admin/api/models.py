@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schema.scheduling import ScheduledJobConfig
+from schema.storable import column_length
+
 
 class Problem(BaseModel):
     """An error: a sentence, or FastAPI's list of field errors for a malformed request."""
@@ -57,7 +60,11 @@ class ScheduleOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    times: str | None = Field(None, max_length=500, examples=["02:30,14:00"])
+    # As long as the column that stores them (normalizing can lengthen them further:
+    # "2:30" is stored "02:30"; control.set_schedule_override checks that).
+    times: str | None = Field(
+        None, max_length=column_length(ScheduledJobConfig.override_times), examples=["02:30,14:00"]
+    )
     interval: str | None = Field(None, max_length=100, examples=["05:00", "10 minutes"])
 
 

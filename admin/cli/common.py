@@ -5,8 +5,9 @@ Exit codes, the same for every command (and listed in ``tickwork --help``):
 - 0: done.
 - 1: the command was understood but failed: a check failed, the job or token it names
   does not exist, the database is not migrated, a service did not answer.
-- 2: usage or configuration error: an unknown command or option, a malformed value,
-  options that cannot be combined, a bad ``TICKWORK_*`` variable.
+- 2: usage or configuration error: an unknown command or option, a malformed value
+  (one the database cannot store included: a NUL, an unpaired surrogate, too long for
+  its column), options that cannot be combined, a bad ``TICKWORK_*`` variable.
 
 Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 """
@@ -24,10 +25,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 import typer
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from typer.core import TyperGroup
 
-from tickwork.errors import ConfigError, MigrationError, ScheduleError, TickworkError
+from schema.storable import printable, text_problem
+from tickwork.errors import (
+    ConfigError,
+    MigrationError,
+    ScheduleError,
+    TickworkError,
+    UnstorableInputError,
+)
 from tickwork.plain_words import hide_password, in_plain_words
 from tickwork.settings import Settings, load_settings, settings_problems
 
@@ -43,7 +51,8 @@ OK, FAILED, USAGE = 0, 1, 2
 EXIT_CODES = (
     "Exit codes: 0 done; 1 the operation failed (a check failed, a job or token not found, "
     "database not migrated or not reachable); 2 usage or configuration error (unknown "
-    "command or option, a malformed value, a bad TICKWORK_* variable)."
+    "command or option, a malformed value or one the database cannot store, a bad "
+    "TICKWORK_* variable)."
 )
 
 _overrides: dict[str, Any] = {}
@@ -79,21 +88,55 @@ def handles_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        problem = _unstorable_argument(kwargs)
+        if problem is not None:
+            # A NUL or an unpaired surrogate (argv bytes that are not UTF-8) in a text
+            # argument: no database or broker could take it (schema.storable).
+            raise fail(problem, USAGE)
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ScheduleError) as exc:
-            # A bad setting, or a schedule expression that cannot be understood: usage.
-            raise fail(str(exc), USAGE) from None
+        except (ConfigError, ScheduleError, UnstorableInputError) as exc:
+            # A bad setting, a schedule that cannot be understood, or a value the database
+            # cannot hold (schema.storable): usage, like the API's 422.
+            raise fail(printable(str(exc)), USAGE) from None
         except TickworkError as exc:
             raise fail(str(exc), FAILED) from None
+        except DataError as exc:
+            # The database refused a value: the input's fault, not the server's.
+            raise fail(f"the database refused a value: {_first_line(exc)}", USAGE) from None
         except DBAPIError as exc:
             # The server is down, refuses us, or the file cannot be opened.
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise fail(f"database: {detail}", FAILED) from None
+            raise fail(f"database: {_first_line(exc)}", FAILED) from None
+        except StatementError as exc:  # a value the driver cannot even send (encoding)
+            raise fail(f"the database refused a value: {_first_line(exc)}", USAGE) from None
         except PermissionError as exc:  # e.g. a data dir that cannot be created
             raise fail(f"{exc.strerror}: {exc.filename}", FAILED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unstorable_argument(kwargs: dict[str, Any]) -> str | None:
+    """Why a text argument of the running command cannot be used, naming it, or None."""
+    from typer._click.globals import get_current_context  # typer's own click
+
+    context = get_current_context(silent=True)
+    params = {p.name: p for p in context.command.params} if context is not None else {}
+    for name, value in kwargs.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            problem = text_problem(item) if isinstance(item, str) else None
+            if problem is not None:
+                param = params.get(name)
+                if param is not None and param.param_type_name == "option":
+                    shown = param.opts[0]
+                else:  # an argument: shown in capitals, as in the usage line
+                    shown = name.upper()
+                return f"{shown} {problem}"
+    return None
+
+
+def _first_line(exc: StatementError) -> str:
+    lines = str(exc.orig or type(exc).__name__).strip().splitlines()
+    return printable(lines[0] if lines else type(exc).__name__)
 
 
 # --- the database ---------------------------------------------------------------------------

@@ -51,6 +51,8 @@ LISTED = {
     "tickwork_job_records_processed_total",
     "tickwork_job_last_run_timestamp_seconds",
     "tickwork_job_last_success_timestamp_seconds",
+    "tickwork_job_last_alive_timestamp_seconds",
+    "tickwork_job_first_run_timestamp_seconds",
     "tickwork_job_expected_interval_seconds",
     "tickwork_job_skipped_runs_total",
     # scheduler
@@ -198,6 +200,8 @@ def test_worker_and_scheduler_expose_every_metric_used(
         # the worker's tick gauges exist before any tick, so wait for the scheduler's count),
         wait_for(worker_saw_everything, 150, "job, dead-letter and tick metrics", processes=procs)
         wait_for(scheduler_published_a_tick, 75, "a tick published", processes=procs)
+        # (jobs held: the held-since time the held-too-long alert uses exists only then),
+        assert run_tickwork("hold", cwd=tmp_path, **env).returncode == 0
         worker_metrics = scrape(worker_port)
         scheduler_metrics = scrape(scheduler_port)
         prometheus_results = query_with_prometheus(tmp_path, [worker_port, scheduler_port])
@@ -212,6 +216,7 @@ def test_worker_and_scheduler_expose_every_metric_used(
     # the scheduler counts the ticks it published and serves the shared collectors,
     assert value(scheduler_metrics, "tickwork_scheduler_ticks_published_total") >= 1
     assert "tickwork_scheduler_held" in scheduler_metrics
+    assert value(worker_metrics, "tickwork_scheduler_held") == 1
     assert "tickwork_queue_messages" in scheduler_metrics
     # every metric the dashboard and the alert rules use is really exposed,
     exposed = set(worker_metrics) | set(scheduler_metrics)

@@ -74,6 +74,8 @@ def test_every_alert_has_a_firing_and_a_not_firing_test() -> None:
     assert alert_names() - quiet == set(), "alerts without a not-firing test"
     assert {
         "TickworkJobNotSucceeding",
+        "TickworkJobNeverSucceeded",
+        "TickworkSchedulerHeldTooLong",
         "TickworkJobFailingRepeatedly",
         "TickworkNoTick",
         "TickworkDeadLettersGrowing",
@@ -93,6 +95,49 @@ def test_promtool_tests_catch_a_broken_rule(promtool: str, tmp_path: Path) -> No
     result = run(promtool, "test", "rules", str(copy / "tests" / "scheduler.test.yaml"))
     assert result.returncode != 0
     assert "TickworkNoTick" in result.stdout + result.stderr
+
+
+# The dead-man's-switch faults issue 20 found, each put back into a copy of the rules:
+# (what is replaced, by what, the test file that must then fail, the alert it names).
+REGRESSIONS = {
+    "a precheck skip is no sign of life again": (
+        "max by (job) (tickwork_job_last_alive_timestamp_seconds))\n",
+        "max by (job) (tickwork_job_last_success_timestamp_seconds))\n",
+        "jobs.test.yaml",
+        "an hourly job whose precheck skips",
+    ),
+    "holding the jobs no longer silences them": (
+        "  unless on () (max(tickwork_scheduler_held) > 0)\n",
+        "\n",
+        "jobs.test.yaml",
+        "holding the jobs silences",
+    ),
+    "a job that never succeeded is not told apart": (
+        "unless on (job) max by (job) (tickwork_job_last_alive_timestamp_seconds)",
+        "unless on (job) max by (job) (tickwork_job_first_run_timestamp_seconds)",
+        "jobs.test.yaml",
+        "never succeeded since its first run",
+    ),
+    "a hold is never too long": ("> 3600)", "> 360000)", "scheduler.test.yaml", "held"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(REGRESSIONS))
+def test_promtool_tests_catch_the_dead_mans_switch_faults(
+    promtool: str, tmp_path: Path, fault: str
+) -> None:
+    old, new, test_file, case = REGRESSIONS[fault]
+    # Given a copy of the rules with one of the faults put back,
+    copy = tmp_path / "monitoring"
+    shutil.copytree(MONITORING, copy)
+    rules = copy / "rules" / "tickwork.rules.yaml"
+    text = rules.read_text()
+    assert old in text, fault
+    rules.write_text(text.replace(old, new))
+    # when the promtool tests run against it, then they fail, in the case written for it.
+    result = run(promtool, "test", "rules", str(copy / "tests" / test_file))
+    assert result.returncode != 0, fault
+    assert case in result.stdout + result.stderr, result.stdout
 
 
 def test_every_rule_says_what_to_do() -> None:

@@ -10,7 +10,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig
 from tests.support.systems import Embedded
-from workers.metrics.job_metrics import ExpectedIntervalCollector, job_metrics
+from workers.metrics.job_metrics import ExpectedIntervalCollector, FirstRunCollector, job_metrics
 from workers.scheduler import control
 from workers.scheduler.dispatcher import DispatchReport
 
@@ -69,6 +69,43 @@ def test_a_precheck_skip_counts_as_skipped_by_the_job(embedded: Embedded) -> Non
     assert value("tickwork_job_runs_total", job="t_precheck", status="skipped") == runs + 1
 
 
+def test_a_precheck_skip_is_a_sign_of_life_but_not_a_success(embedded: Embedded) -> None:
+    # Given a job whose precheck finds nothing to do,
+    before = utcnow().timestamp()
+    # when it is triggered,
+    control.trigger(embedded.db, embedded.broker, "t_precheck")
+    embedded.drain()
+    # then its last sign of life is now (the dead-man's switch stays quiet),
+    alive = value("tickwork_job_last_alive_timestamp_seconds", job="t_precheck")
+    assert before - 1 <= alive <= utcnow().timestamp() + 1
+    # but it is no success.
+    assert (
+        REGISTRY.get_sample_value(
+            "tickwork_job_last_success_timestamp_seconds", {"job": "t_precheck"}
+        )
+        is None
+    )
+
+
+def test_a_failure_or_an_overlap_skip_is_no_sign_of_life(embedded: Embedded) -> None:
+    # Given a failing job, and an overlap skip recorded for another (it never started),
+    control.trigger(embedded.db, embedded.broker, "t_fail")
+    embedded.drain()
+    now = utcnow()
+    with embedded.db.session() as session:
+        session.add(
+            JobRun(job_name="t_silent", status="skipped", skip_reason="overlap", finished_at=now)
+        )
+    # when the runs are recorded and the history is read again,
+    job_metrics().seed(embedded.db)
+    # then neither has a sign of life.
+    for job in ("t_fail", "t_silent"):
+        assert (
+            REGISTRY.get_sample_value("tickwork_job_last_alive_timestamp_seconds", {"job": job})
+            is None
+        ), job
+
+
 def test_overlap_skips_reported_by_the_dispatcher_are_counted() -> None:
     # Given a dispatch report with a slot skipped for overlap,
     now = utcnow()
@@ -118,6 +155,59 @@ def test_last_success_is_seeded_from_history_after_a_restart(embedded: Embedded)
         finished.timestamp()
     )
     assert value("tickwork_job_last_run_timestamp_seconds", job="t_seeded") == finished.timestamp()
+    assert value("tickwork_job_last_alive_timestamp_seconds", job="t_seeded") == (
+        finished.timestamp()
+    )
+
+
+def test_a_precheck_skip_in_history_seeds_the_last_sign_of_life(embedded: Embedded) -> None:
+    # Given a run skipped by its precheck long ago (it started, then found nothing),
+    finished = dt.datetime(2030, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    with embedded.db.session() as session:
+        session.add(
+            JobRun(
+                job_name="t_seeded_skip",
+                status="skipped",
+                skip_reason="nothing to do",
+                started_at=finished - dt.timedelta(seconds=1),
+                finished_at=finished,
+            )
+        )
+    # when the metrics are seeded, then it is the last sign of life, not a success.
+    job_metrics().seed(embedded.db)
+    assert value("tickwork_job_last_alive_timestamp_seconds", job="t_seeded_skip") == (
+        finished.timestamp()
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "tickwork_job_last_success_timestamp_seconds", {"job": "t_seeded_skip"}
+        )
+        is None
+    )
+
+
+def _first_runs(collector: FirstRunCollector) -> dict[str, float]:
+    (family,) = list(collector.collect())
+    return {s.labels["job"]: s.value for s in family.samples}
+
+
+def test_first_run_time_comes_from_the_history_and_outlives_pruning(
+    embedded: Embedded,
+) -> None:
+    collector = FirstRunCollector(embedded.db)
+    # Given a job that never ran: no first-run time,
+    assert "t_count" not in _first_runs(collector)
+    # when it runs,
+    before = utcnow().timestamp()
+    control.trigger(embedded.db, embedded.broker, "t_count")
+    embedded.drain()
+    # then its first run is when it was queued,
+    first = _first_runs(collector)["t_count"]
+    assert before - 1 <= first <= utcnow().timestamp() + 1
+    # and stays so when the history is pruned (the alert counts from the first run).
+    with embedded.db.session() as session:
+        session.query(JobRun).filter(JobRun.job_name == "t_count").delete()
+    assert _first_runs(collector)["t_count"] == first
 
 
 def _intervals(db: Database) -> dict[str, float]:

@@ -55,8 +55,10 @@ def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> N
     # Given jobs are held,
     control.hold(embedded.db)
     held = value("tickwork_scheduler_ticks_processed_total", held="true") or 0.0
-    # then the held flag is 1,
+    # then the held flag is 1, with the time the hold began (for the held-too-long alert),
     assert state(embedded.db)["tickwork_scheduler_held"] == 1.0
+    held_since = state(embedded.db)["tickwork_scheduler_held_since_timestamp_seconds"]
+    assert utcnow().timestamp() - 60 <= held_since <= utcnow().timestamp() + 1
     # and a tick processed while held is counted as such;
     embedded.broker.get_actor(TICK).send_with_options(
         scheduled_at=floor_minute(utcnow()).isoformat()
@@ -66,6 +68,8 @@ def test_held_jobs_show_in_the_held_flag_and_held_ticks(embedded: Embedded) -> N
     # when released, the flag goes back to 0.
     control.release(embedded.db, embedded.broker, "reschedule")
     assert state(embedded.db)["tickwork_scheduler_held"] == 0.0
+    # and the held-since time disappears.
+    assert "tickwork_scheduler_held_since_timestamp_seconds" not in state(embedded.db)
 
 
 def test_a_failing_tick_hook_does_not_fail_the_tick(embedded: Embedded) -> None:

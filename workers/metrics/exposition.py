@@ -1,7 +1,7 @@
 """Serving the metrics: one registry per process, one port per process.
 
 What a scrape returns is the same everywhere — the process's metrics plus the
-scrape-time collectors (queue depths, scheduler state, expected intervals):
+scrape-time collectors (queue depths, scheduler state, expected intervals, first runs):
 
 - ``tickwork worker``: Dramatiq's CLI forks N worker processes; they write their
   metrics (Dramatiq's and tickwork's) to the multiprocess directory. Dramatiq's own
@@ -33,7 +33,7 @@ from dramatiq.middleware import Middleware
 from schema.engine import Database
 from tickwork.settings import Settings
 from workers.metrics.dead_letter_metrics import StoredDeadLettersCollector
-from workers.metrics.job_metrics import ExpectedIntervalCollector
+from workers.metrics.job_metrics import ExpectedIntervalCollector, FirstRunCollector
 from workers.metrics.multiprocess import is_multiprocess, multiprocess_dir
 from workers.metrics.queue_metrics import QueueDepthCollector
 from workers.metrics.scheduler_metrics import SchedulerStateCollector
@@ -109,6 +109,7 @@ def build_registry(
     if db is not None:
         collectors["scheduler_state"] = SchedulerStateCollector(db)
         collectors["expected_intervals"] = ExpectedIntervalCollector(db)
+        collectors["first_runs"] = FirstRunCollector(db)
         collectors["dead_letters_stored"] = StoredDeadLettersCollector(db)
     registry.register(GuardedCollectors(collectors))
     return registry

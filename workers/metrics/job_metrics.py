@@ -5,11 +5,15 @@ so they count exactly what history shows, including runs failed by the redeliver
 guard and runs reaped as "worker lost". Runs the dispatcher skips for overlap never
 reach a worker; the on-tick hook counts those.
 
-The last-run / last-success gauges are seeded from the database when the metrics are
-first set up in a process, so a restarted worker does not forget when a job last
-succeeded (which would silence the dead-man's-switch alert). The expected interval
-comes from each job's *effective* schedule (operator overrides included) at scrape
-time; disabled and on-demand jobs have none, so they never trip that alert.
+The last-run / last-success / last-alive gauges are seeded from the database when the
+metrics are first set up in a process, so a restarted worker does not forget when a job
+last showed a sign of life (which would silence the dead-man's-switch alert). A sign of
+life is a success *or* a skip by the job's own precheck (it ran and found nothing to
+do): an hourly cleanup with nothing to clean is healthy. Overlap skips are not: the job
+never started. The expected interval comes from each job's *effective* schedule
+(operator overrides included) at scrape time; disabled and on-demand jobs have none, so
+they never trip that alert. The first run of each job in the history (also read at
+scrape time) lets a job that has *never* shown a sign of life alert too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON
@@ -48,6 +52,7 @@ class JobMetrics:
     records: Counter
     last_run: Gauge
     last_success: Gauge
+    last_alive: Gauge
     skipped: Counter
     deferred: Counter
 
@@ -63,6 +68,8 @@ class JobMetrics:
             self.last_run.labels(job=job).set(stamp)
             if run.status == "succeeded":
                 self.last_success.labels(job=job).set(stamp)
+            if is_sign_of_life(run.status, run.started_at):
+                self.last_alive.labels(job=job).set(stamp)
             if run.started_at is not None:
                 seconds = (_aware(finished) - _aware(run.started_at)).total_seconds()
                 self.duration.labels(job=job).observe(max(seconds, 0.0))
@@ -77,7 +84,7 @@ class JobMetrics:
             self.skipped.labels(job=job, by="overlap").inc()
 
     def seed(self, db: Database) -> None:
-        """Load the last run / last success of every job from the run history."""
+        """Load the last run / success / sign of life of every job from the run history."""
         with db.session() as session:
             finished = session.execute(
                 select(JobRun.job_name, func.max(JobRun.finished_at))
@@ -89,12 +96,33 @@ class JobMetrics:
                 .where(JobRun.status == "succeeded", JobRun.finished_at.is_not(None))
                 .group_by(JobRun.job_name)
             ).all()
+            alive = session.execute(
+                select(JobRun.job_name, func.max(JobRun.finished_at))
+                .where(SIGN_OF_LIFE, JobRun.finished_at.is_not(None))
+                .group_by(JobRun.job_name)
+            ).all()
         for job, at in finished:
             if at is not None:
                 self.last_run.labels(job=job).set(_timestamp(at))
         for job, at in succeeded:
             if at is not None:
                 self.last_success.labels(job=job).set(_timestamp(at))
+        for job, at in alive:
+            if at is not None:
+                self.last_alive.labels(job=job).set(_timestamp(at))
+
+
+def is_sign_of_life(status: str, started_at: dt.datetime | None) -> bool:
+    """A success, or a skip by the job's precheck (a skip after it started: overlap
+    skips never start, see ``schema.run_lifecycle.MOVES``)."""
+    return status == "succeeded" or (status == "skipped" and started_at is not None)
+
+
+# The same predicate as SQL, for seeding from the history.
+SIGN_OF_LIFE = or_(
+    JobRun.status == "succeeded",
+    and_(JobRun.status == "skipped", JobRun.started_at.is_not(None)),
+)
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
@@ -142,6 +170,13 @@ def job_metrics() -> JobMetrics:
                 last_success=Gauge(
                     "tickwork_job_last_success_timestamp_seconds",
                     "When the job last finished a run successfully (Unix time).",
+                    ["job"],
+                    multiprocess_mode="max",
+                ),
+                last_alive=Gauge(
+                    "tickwork_job_last_alive_timestamp_seconds",
+                    "When the job last showed a sign of life (Unix time): a successful run, "
+                    "or a run its precheck skipped because there was nothing to do.",
                     ["job"],
                     multiprocess_mode="max",
                 ),
@@ -213,6 +248,47 @@ class ExpectedIntervalCollector:
             if effective.schedule is None or not effective.enabled:
                 continue
             family.add_metric([spec.name], effective.schedule.nominal_interval_s())
+        yield family
+
+    def describe(self) -> list[Any]:
+        return []  # collected at scrape time from the database
+
+
+class FirstRunCollector:
+    """``tickwork_job_first_run_timestamp_seconds{job}``: when the job's first run in the
+    history was recorded (queued or skipped by the dispatcher).
+
+    A job that has never shown a sign of life has no ``last_alive`` gauge to age; the
+    "never succeeded" alert counts from this instead. A job's first run does not change,
+    so once found it is kept for the life of the process (pruning old history later does
+    not move it forward); only jobs not seen yet are looked up at each scrape, through
+    the ``(job_name, queued_at)`` index.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._first: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        missing = [name for name in all_jobs() if name not in self._first]
+        if missing:
+            with self._db.session() as session:
+                for name in missing:
+                    at = session.scalar(
+                        select(func.min(JobRun.queued_at)).where(JobRun.job_name == name)
+                    )
+                    if at is not None:
+                        self._first[name] = _timestamp(at)
+        family = GaugeMetricFamily(
+            "tickwork_job_first_run_timestamp_seconds",
+            "When the job's first run in the history was recorded (Unix time); the "
+            "'never succeeded' alert counts from here for a job with no sign of life yet.",
+            labels=["job"],
+        )
+        for name, stamp in sorted(self._first.items()):
+            family.add_metric([name], stamp)
         yield family
 
     def describe(self) -> list[Any]:

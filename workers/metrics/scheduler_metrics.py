@@ -3,7 +3,7 @@
 Three sources, each where the fact is known:
 
 - the ``scheduler_state`` row (read at scrape time): when the dispatcher last
-  processed a tick, and whether jobs are held. Read from the database, so the
+  processed a tick, whether jobs are held and since when. Read from the database, so the
   value is the same whichever worker ran the tick and survives restarts;
 - the on-tick hook in the worker that ran the tick: how late the tick was processed
   (``tick lag``: now minus the minute the tick stands for) and how many ticks ran;
@@ -120,11 +120,20 @@ class SchedulerStateCollector:
         if state is not None and state.last_tick_at is not None:
             last_tick.add_metric([], _timestamp(state.last_tick_at))
         yield last_tick
+        held = state is not None and state.held
         yield GaugeMetricFamily(
             "tickwork_scheduler_held",
-            "1 while all jobs are held (ticks come, nothing is dispatched), else 0.",
-            value=1.0 if state is not None and state.held else 0.0,
+            "1 while all jobs are held (ticks come, nothing is dispatched), else 0. The "
+            "job dead-man's-switch alerts are silenced while it is 1.",
+            value=1.0 if held else 0.0,
         )
+        held_since = GaugeMetricFamily(
+            "tickwork_scheduler_held_since_timestamp_seconds",
+            "When the jobs were held (Unix time); absent while they are not.",
+        )
+        if state is not None and held and state.held_at is not None:
+            held_since.add_metric([], _timestamp(state.held_at))
+        yield held_since
 
     def describe(self) -> list[Any]:
         return []

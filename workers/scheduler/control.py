@@ -16,6 +16,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import blocking
 from schema.scheduling import JobRun, ScheduledJobConfig
+from schema.storable import check_text
 from tickwork.errors import JobBusyError, ScheduleError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, get_job
@@ -106,6 +107,7 @@ def set_schedule_override(
         normalized_times = ",".join(
             t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M") for t in parse_times(times)
         )
+        check_text(normalized_times, "the override times", ScheduledJobConfig.override_times)
     interval_s = parse_interval(interval) if interval else None
     with db.session() as session:
         config = _config(session, job_name)
