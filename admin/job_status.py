@@ -123,3 +123,34 @@ def run_history(
         query = query.where(JobRun.status == "failed")
     with db.session() as session:
         return list(session.scalars(query.order_by(JobRun.id.desc()).limit(limit)))
+
+
+def recent_failures(
+    db: Database,
+    *,
+    job_name: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+) -> list[JobRun]:
+    """The failures feed (Barycenter's ``jobLogs(onlyFailures)``): failed runs of every
+    job (or one), newest first, finished in [since, until)."""
+    if job_name is not None:
+        get_job(job_name)
+    if limit < 1 or limit > 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    query = select(JobRun).where(JobRun.status == "failed")
+    if job_name is not None:
+        query = query.where(JobRun.job_name == job_name)
+    if since is not None:
+        query = query.where(JobRun.finished_at >= since)
+    if until is not None:
+        query = query.where(JobRun.finished_at < until)
+    with db.session() as session:
+        order = (JobRun.finished_at.desc(), JobRun.id.desc())
+        return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def get_run(db: Database, run_id: int) -> JobRun | None:
+    with db.session() as session:
+        return session.get(JobRun, run_id)

@@ -35,3 +35,17 @@ class JobBusyError(TickworkError):
 
 class NoRunningSystemError(TickworkError):
     """Embedded mode: nothing would run the work, no ``tickwork run`` is running."""
+
+
+class UnknownRunError(TickworkError):
+    """A request names a run that does not exist."""
+
+
+class RunStateError(TickworkError):
+    """A run is not in a state the request applies to (cancel a finished run, retry one
+    that did not fail)."""
+
+
+class RunCancelled(TickworkError):
+    """Raised by ``ctx.check_cancelled()`` in a job whose run an operator canceled: the
+    job stops there, and its run is recorded ``canceled``."""

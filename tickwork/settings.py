@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     api_token_expire_after_days: int = Field(
         30, ge=1, description="API tokens older than this are deleted."
     )
+    audit_retention_days: int = Field(
+        365, ge=1, description="Audit-log rows older than this are deleted (daily)."
+    )
     inactive_user_days: int = Field(
         30, ge=1, description="Non-staff users idle this long are deleted."
     )
