@@ -280,14 +280,7 @@ def retry_run(
     Refused (:class:`RunStateError`) unless the run failed. Returns the new run's id.
     ``broker`` None: only recorded, for the outbox to send (as in :func:`trigger`)."""
     with db.session() as session:
-        failed = session.get(JobRun, run_id)
-        if failed is None:
-            raise UnknownRunError(f"no run with id {run_id}")
-        if failed.status != "failed":
-            raise RunStateError(
-                f"run {run_id} of {failed.job_name} is {failed.status}, not failed: only a "
-                "failed run can be retried (use trigger to run the job again)"
-            )
+        failed = _retryable(session.get(JobRun, run_id), run_id)
         spec = get_job(failed.job_name)
         new_id = insert_run(
             session, spec.name, None, trigger="retry", status="queued", retry_of=run_id
@@ -307,6 +300,23 @@ def retry_run(
     if broker is not None:
         publish_run(broker, db, run, spec)
     return new_id
+
+
+def check_retryable(db: Database, run_id: int) -> None:
+    """Raise what :func:`retry_run` would for this run (before a broker is looked for)."""
+    with db.session() as session:
+        _retryable(session.get(JobRun, run_id), run_id)
+
+
+def _retryable(run: JobRun | None, run_id: int) -> JobRun:
+    if run is None:
+        raise UnknownRunError(f"no run with id {run_id}")
+    if run.status != "failed":
+        raise RunStateError(
+            f"run {run_id} of {run.job_name} is {run.status}, not failed: only a failed "
+            "run can be retried (use trigger to run the job again)"
+        )
+    return run
 
 
 def _name(actor: Actor | str) -> str:
