@@ -34,6 +34,9 @@ class JobStatus:
     last_success: dt.datetime | None
     last_skip: dt.datetime | None
     expected_interval_s: float | None
+    # The operator's override as stored (the page's edit form starts from it).
+    override_times: str | None = None
+    override_interval_s: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -107,6 +110,12 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 last_success=last_ok.get(spec.name, (None, None))[0],
                 last_skip=last_skip.get(spec.name, (None, None))[0],
                 expected_interval_s=eff.schedule.nominal_interval_s() if eff.schedule else None,
+                override_times=configs[spec.name].override_times
+                if spec.name in configs
+                else None,
+                override_interval_s=configs[spec.name].override_interval_s
+                if spec.name in configs
+                else None,
             )
         )
     return out

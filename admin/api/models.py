@@ -28,6 +28,8 @@ class Job(BaseModel):
     last_status: str | None
     last_success: dt.datetime | None
     last_skip: dt.datetime | None
+    override_times: str | None = None
+    override_interval_s: int | None = None
 
 
 class Run(BaseModel):
