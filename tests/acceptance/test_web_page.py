@@ -14,13 +14,23 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from tests.conftest import FAST_RETRIES, IN_CI, REPO_ROOT, free_port, run_tickwork
+from tests.conftest import (
+    FAST_RETRIES,
+    IN_CI,
+    REPO_ROOT,
+    free_port,
+    run_tickwork,
+    tickwork_command,
+    tickwork_env,
+)
 from tests.support.processes import ProcessStarter
 from tests.support.waiting import http_ok, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-# The screenshot in the docs is refreshed with TICKWORK_TEST_SCREENSHOTS=1.
+# The screenshots in the docs are refreshed with TICKWORK_TEST_SCREENSHOTS=1 (read at
+# import: the autouse fixture removes every TICKWORK_* variable before a test runs).
+REFRESH_SHOTS = bool(os.environ.get("TICKWORK_TEST_SCREENSHOTS"))
 SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page.png"
 PHONE_SCREENSHOT = REPO_ROOT / "docs" / "img" / "admin-page-phone.png"
 
@@ -31,18 +41,20 @@ class Served(NamedTuple):
     viewer: str  # scope viewer
 
 
-@pytest.fixture
-def running(tmp_path: Path, start_process: ProcessStarter) -> Iterator[Served]:
-    """A real `tickwork run` (embedded: worker, scheduler and API) and a fresh token."""
-    yield from _serve(tmp_path, start_process)
+# One `tickwork run` per kind, shared by the module's tests (each starts in ~25 s on the
+# shared CI machine); the tests sharing one tolerate each other's runs and rows.
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A real `tickwork run` (embedded: worker, scheduler and API), an admin and a viewer
+    token."""
+    yield from _serve(tmp_path_factory.mktemp("web"))
 
 
-@pytest.fixture
-def running_test_jobs(tmp_path: Path, start_process: ProcessStarter) -> Iterator[Served]:
-    """The same, with the throw-away test jobs (``t_fail``) and fast retries."""
+@pytest.fixture(scope="module")
+def running_test_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The same, with the throw-away test jobs (``t_fail``, ``t_steps``) and fast retries."""
     yield from _serve(
-        tmp_path,
-        start_process,
+        tmp_path_factory.mktemp("web-test-jobs"),
         TICKWORK_JOB_MODULES="tests.support.throwaway_jobs_module",
         **FAST_RETRIES,
     )
@@ -54,7 +66,7 @@ def _token(tmp_path: Path, env: dict[str, str], name: str, scope: str) -> str:
     return created.stdout.strip().splitlines()[-1]
 
 
-def _serve(tmp_path: Path, start_process: ProcessStarter, **settings: str) -> Iterator[Served]:
+def _serve(tmp_path: Path, **settings: str) -> Iterator[Served]:
     if not Path(CHROMIUM).exists():
         if IN_CI:
             pytest.fail("chromium is not installed, and CI=true (.ci/apt-packages.txt lists it)")
@@ -64,11 +76,15 @@ def _serve(tmp_path: Path, start_process: ProcessStarter, **settings: str) -> It
     assert run_tickwork("migrate", cwd=tmp_path, **env).returncode == 0
     token = _token(tmp_path, env, "browser test", "admin")
     viewer = _token(tmp_path, env, "wall screen", "viewer")
-    proc = start_process("run", env)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http_ok(f"{base}/health"), 60, "tickwork run serving", processes=[proc])
-    yield Served(base, token, viewer)
-    proc.stop()
+    starter = ProcessStarter(tmp_path, tickwork_command, tickwork_env)
+    try:
+        proc = starter("run", env)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_ok(f"{base}/health"), 60, "tickwork run serving", processes=[proc])
+        yield Served(base, token, viewer)
+        proc.stop()
+    finally:
+        starter.kill_all()
 
 
 def test_log_in_run_a_job_and_see_its_run(running: Served, tmp_path: Path) -> None:
@@ -99,7 +115,7 @@ def test_log_in_run_a_job_and_see_its_run(running: Served, tmp_path: Path) -> No
         expect(manual).to_be_visible(timeout=15_000)
         expect(manual.locator(".status")).to_have_text("succeeded", timeout=30_000)
         expect(manual).to_contain_text("alive; started")
-        shot = SCREENSHOT if os.environ.get("TICKWORK_TEST_SCREENSHOTS") else tmp_path / "page.png"
+        shot = SCREENSHOT if REFRESH_SHOTS else tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         browser.close()
@@ -268,11 +284,8 @@ def test_a_viewer_at_phone_width_in_another_zone_by_keyboard(
         expect(heartbeat.locator(".at")).to_contain_text("EST")
         assert page.evaluate("window.notReloaded") is True
         assert page.evaluate("document.activeElement.dataset.key") == "history:heartbeat"
-        shot = (
-            PHONE_SCREENSHOT
-            if os.environ.get("TICKWORK_TEST_SCREENSHOTS")
-            else tmp_path / "phone.png"
-        )
-        page.screenshot(path=str(shot), full_page=True)
+        shot = PHONE_SCREENSHOT if REFRESH_SHOTS else tmp_path / "phone.png"
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shot))  # what a phone shows first
         assert shot.stat().st_size > 10_000
         browser.close()
