@@ -87,7 +87,8 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     last_skip = _latest(db, JobRun.status == "skipped")
     out = []
     for spec in all_jobs().values():
-        eff = effective_schedule(spec, configs.get(spec.name))
+        config = configs.get(spec.name)
+        eff = effective_schedule(spec, config)
         shown = spec.schedule
         if eff.source != "default" and eff.schedule is not None:
             shown = eff.schedule.expression
@@ -110,12 +111,8 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 last_success=last_ok.get(spec.name, (None, None))[0],
                 last_skip=last_skip.get(spec.name, (None, None))[0],
                 expected_interval_s=eff.schedule.nominal_interval_s() if eff.schedule else None,
-                override_times=configs[spec.name].override_times
-                if spec.name in configs
-                else None,
-                override_interval_s=configs[spec.name].override_interval_s
-                if spec.name in configs
-                else None,
+                override_times=config.override_times if config else None,
+                override_interval_s=config.override_interval_s if config else None,
             )
         )
     return out
