@@ -10,7 +10,9 @@ the page, the API and ``tickwork jobs`` can never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -105,14 +107,6 @@ def create_app(
     async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    @app.exception_handler(UnknownRunError)
-    async def unknown_run(request: Request, exc: UnknownRunError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(RunStateError)
-    async def wrong_state(request: Request, exc: RunStateError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
     def job_out(name: str) -> models.Job:
         get_job(name)
         (status,) = [s for s in job_statuses(db) if s.name == name]
@@ -189,7 +183,7 @@ def create_app(
     def one_run(run_id: RunId, _: Viewer) -> models.Run:
         run = get_run(db, run_id)
         if run is None:
-            raise UnknownRunError(f"no run with id {run_id}")
+            raise HTTPException(404, f"no run with id {run_id}")
         return models.Run.model_validate(run)
 
     @api.post(
@@ -201,7 +195,8 @@ def create_app(
     def cancel(run_id: RunId, caller: Operator) -> models.CancelOutcome:
         """A queued run is canceled at once; a running one stops at its job's next check
         of ``ctx.cancelled`` and is recorded canceled however it ends."""
-        status = control.cancel_run(db, run_id, actor=auth.actor(caller))
+        with run_errors():
+            status = control.cancel_run(db, run_id, actor=auth.actor(caller))
         return models.CancelOutcome(run_id=run_id, status=status)
 
     @api.post(
@@ -214,9 +209,10 @@ def create_app(
     def retry(run_id: RunId, caller: Operator) -> models.Triggered:
         """A new run of the failed run's job, linked to it (``retry_of``); 409 unless the
         run failed."""
-        return models.Triggered(
-            run_id=control.retry_run(db, runs_via(), run_id, actor=auth.actor(caller))
-        )
+        with run_errors():
+            control.check_retryable(db, run_id)  # before runs_via() may say nothing runs
+            new_id = control.retry_run(db, runs_via(), run_id, actor=auth.actor(caller))
+        return models.Triggered(run_id=new_id)
 
     @api.get(
         "/failures",
@@ -396,3 +392,15 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=dt.UTC)
+
+
+@contextlib.contextmanager
+def run_errors() -> Iterator[None]:
+    """A run that does not exist is 404; one not in a state for the request, 409 (kept in
+    the routes, beside the app-wide exception handlers)."""
+    try:
+        yield
+    except UnknownRunError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RunStateError as exc:
+        raise HTTPException(409, str(exc)) from None

@@ -32,6 +32,11 @@ def _held(system: Embedded, path: str) -> tuple[str, Any]:
     return path, {"mode": "reschedule"}
 
 
+def _released(system: Embedded, path: str) -> tuple[str, Any]:
+    control.release(system.db, None, "reschedule")  # holding what is held changes nothing
+    return path, None
+
+
 def _token(system: Embedded) -> int:
     return create_token(system.db, "doomed", scope="viewer").id
 
@@ -99,7 +104,7 @@ ENDPOINTS = [
         "admin",
         lambda s: (f"/api/tokens/{_token(s)}", None),
     ),
-    Endpoint("POST", "/api/hold", "operator", _fixed("/api/hold")),
+    Endpoint("POST", "/api/hold", "operator", lambda s: _released(s, "/api/hold")),
     Endpoint("POST", "/api/release", "operator", lambda s: _held(s, "/api/release")),
     Endpoint("GET", "/api/dead-letters", "viewer", _fixed("/api/dead-letters")),
     Endpoint(
