@@ -88,9 +88,39 @@ def upgrade() -> None:
     op.create_index(op.f("ix_audit_log_at"), "audit_log", ["at"], unique=False)
     op.create_index(op.f("ix_audit_log_action"), "audit_log", ["action"], unique=False)
     op.create_index("ix_audit_log_target_at", "audit_log", ["target", "at"], unique=False)
+    _append_only()
+
+
+# Append-only, enforced by the database: an UPDATE of what a row says is refused. Only
+# token_id may change (ON DELETE SET NULL when its token is revoked or expires), and
+# rows past the retention are deleted (prune_audit_log).
+_SAID = "id, at, actor, action, target, before, after, detail"
+_REFUSAL = "audit_log is append-only: its rows are never updated"
+
+
+def _append_only() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION tickwork_audit_log_append_only() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{_REFUSAL}'; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER audit_log_append_only BEFORE UPDATE OF {_SAID} ON audit_log "
+            "FOR EACH ROW EXECUTE FUNCTION tickwork_audit_log_append_only()"
+        )
+    else:
+        op.execute(
+            f"CREATE TRIGGER audit_log_append_only BEFORE UPDATE OF {_SAID} ON audit_log "
+            f"BEGIN SELECT RAISE(ABORT, '{_REFUSAL}'); END"
+        )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS audit_log_append_only" + (
+        " ON audit_log" if op.get_bind().dialect.name == "postgresql" else ""
+    ))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS tickwork_audit_log_append_only()")
     op.drop_index("ix_audit_log_target_at", table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_action"), table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
