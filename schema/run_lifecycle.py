@@ -66,6 +66,7 @@ MOVES: tuple[Move, ...] = (
     Move("running", "failed", "the dispatcher", "still running past time limit + grace"),
     Move("running", "running", "a worker", "redelivered after its worker died (stale beat)"),
     Move("running", "canceled", "a worker", "it ends after an operator's cancel request"),
+    Move("running", "canceled", "the dispatcher", "lost past its limit, cancel requested"),
 )
 ALLOWED = frozenset((m.source, m.target) for m in MOVES)
 TERMINAL = frozenset(FINISHED_STATUSES)
