@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from schema.audit import AuditEntry
 from tests.support.waiting import wait_for
+from tickwork.errors import RunCancelled
 from workers.context import RunContext
 from workers.registry import job
 from workers.scheduler import control
@@ -154,3 +155,36 @@ def test_audit_lists_every_change_with_before_and_after(client: Any) -> None:
     assert rows[1]["before"] == {"enabled": True} and rows[1]["after"] == {"enabled": False}
     only = http.get("/api/audit?action=disable", headers=headers).json()
     assert [r["action"] for r in only] == ["disable"]
+
+
+def test_the_cancel_flag_reads_the_database_at_most_once_a_second(
+    embedded: Any, monkeypatch: Any
+) -> None:
+    # Given a run's context, and a count of the database sessions it opens,
+    from workers import context as context_module
+
+    run_id = control.trigger(embedded.db, None, "t_count")
+    ctx = RunContext(run_id, "t_count", None, embedded.db.settings, embedded.db)
+    opened = []
+    real = embedded.db.session
+
+    def counting() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(embedded.db, "session", counting)
+    clock = [1000.0]
+    monkeypatch.setattr(context_module.time, "monotonic", lambda: clock[0])
+    # when a job asks a thousand times within a second, then one read, and no cancel;
+    assert not any(ctx.cancelled for _ in range(1000))
+    assert len(opened) == 1
+    # when a cancel is requested, then the next read (a second later) sees it, for good.
+    monkeypatch.setattr(embedded.db, "session", real)
+    control.cancel_run(embedded.db, run_id)
+    monkeypatch.setattr(embedded.db, "session", counting)
+    assert not ctx.cancelled  # still within the second
+    clock[0] += 1.0
+    assert ctx.cancelled and ctx.cancelled
+    assert len(opened) == 2
+    with pytest.raises(RunCancelled, match="was canceled"):
+        ctx.check_cancelled()
