@@ -97,7 +97,9 @@ async function refresh() {
       api("GET", "/api/jobs"), fetch("/health").then((r) => r.json()), api("GET", "/api/dead-letters"),
       api("GET", "/api/failures?" + params), api("GET", "/api/audit?limit=50"),
     ]);
+    const tokens = allowed("admin") ? await api("GET", "/api/tokens") : null;
     keepingFocus(() => {
+      renderTokens(tokens);
       renderHold(health);
       renderJobs(jobs);
       renderFailures(failures);
@@ -182,6 +184,23 @@ function renderDead(dead) {
         await api("POST", `/api/dead-letters/${letter.id}/replay`); await refresh();
       });
     }
+  }
+}
+
+function renderTokens(tokens) {
+  $("#tokens-section").hidden = tokens === null;
+  if (tokens === null) return;
+  const body = $("#tokens tbody"); body.textContent = "";
+  for (const t of tokens) {
+    const row = body.insertRow(); row.dataset.token = t.id;
+    cell(row, String(t.id), "Id"); cell(row, t.name, "Name"); cell(row, t.scope, "Scope");
+    timeCell(row, t.expires_at, "Expires");
+    const used = timeCell(row, t.last_used_at, "Last used"); if (!t.last_used_at) used.textContent = "never";
+    const actions = row.insertCell();
+    button(actions, "Revoke", `revoke:${t.id}`, async () => {
+      if (!confirm(`Revoke token ${t.id} (${t.name})? Requests with it are refused from now on.`)) return;
+      await api("DELETE", `/api/tokens/${t.id}`); await refresh();
+    });
   }
 }
 
@@ -311,6 +330,18 @@ $("#dead-purge").addEventListener("click", async () => {
   if (!confirm("Delete every dead letter?")) return;
   try { const r = await api("DELETE", "/api/dead-letters"); $("#dead-note").textContent = `purged ${r.count}`; await refresh(); }
   catch (e) { $("#error").textContent = e.message; }
+});
+$("#token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const made = await api("POST", "/api/tokens", {
+      name: $("#token-name").value, scope: $("#token-scope").value,
+      expires_in_days: Number($("#token-days").value) || null,
+    });
+    $("#token-new").textContent = `Token ${made.id} (${made.name}, ${made.scope}); copy it now, it is not shown again: ${made.token}`;
+    $("#token-name").value = "";
+    await refresh();
+  } catch (e) { if (e.message !== "401") $("#error").textContent = e.message; }
 });
 $("#failures-job").addEventListener("change", refresh);
 $("#failures-since").addEventListener("change", refresh);

@@ -226,6 +226,21 @@ def test_edit_a_job_cancel_and_retry_runs_failures_and_audit(
         retry = page.locator("#history tbody tr", has_text=f"retry of #{failed_id}")
         expect(retry).to_have_count(1, timeout=15_000)
         expect(audit.locator("tr", has_text="retry")).to_contain_text(f"run:{failed_id}")
+        # An admin sees the tokens with their scope and last use, creates one (shown
+        # once) and revokes it; the audit log says so.
+        tokens = page.locator("#tokens tbody")
+        expect(tokens.locator("tr", has_text="browser test")).to_contain_text("admin")
+        expect(tokens.locator("tr", has_text="wall screen")).to_contain_text("never")
+        page.fill("#token-name", "pager")
+        page.select_option("#token-scope", "operator")
+        page.get_by_role("button", name="Create token").click()
+        expect(page.locator("#token-new")).to_contain_text("not shown again: tw_")
+        pager = tokens.locator("tr", has_text="pager")
+        expect(pager).to_contain_text("operator")
+        page.once("dialog", lambda dialog: dialog.accept())
+        pager.get_by_role("button", name="Revoke").click()
+        expect(pager).to_have_count(0)
+        expect(audit.locator("tr", has_text="token-revoke")).to_contain_text("browser test")
         shot = tmp_path / "controls.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
@@ -256,6 +271,7 @@ def test_a_viewer_at_phone_width_in_another_zone_by_keyboard(
         expect(heartbeat.locator(".desc")).to_be_visible()
         expect(heartbeat.locator(".desc")).to_contain_text("Proves tick")
         expect(page.get_by_role("button", name="Run now")).to_have_count(0)
+        expect(page.locator("#tokens-section")).to_be_hidden()
         expect(page.locator("#hold-btn")).to_be_hidden()
         # empty states say so;
         expect(page.locator("#dead-empty")).to_be_visible()
