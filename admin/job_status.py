@@ -34,6 +34,9 @@ class JobStatus:
     last_success: dt.datetime | None
     last_skip: dt.datetime | None
     expected_interval_s: float | None
+    # The operator's override as stored (the page's edit form starts from it).
+    override_times: str | None = None
+    override_interval_s: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,7 +87,8 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     last_skip = _latest(db, JobRun.status == "skipped")
     out = []
     for spec in all_jobs().values():
-        eff = effective_schedule(spec, configs.get(spec.name))
+        config = configs.get(spec.name)
+        eff = effective_schedule(spec, config)
         shown = spec.schedule
         if eff.source != "default" and eff.schedule is not None:
             shown = eff.schedule.expression
@@ -107,6 +111,8 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 last_success=last_ok.get(spec.name, (None, None))[0],
                 last_skip=last_skip.get(spec.name, (None, None))[0],
                 expected_interval_s=eff.schedule.nominal_interval_s() if eff.schedule else None,
+                override_times=config.override_times if config else None,
+                override_interval_s=config.override_interval_s if config else None,
             )
         )
     return out
@@ -123,3 +129,34 @@ def run_history(
         query = query.where(JobRun.status == "failed")
     with db.session() as session:
         return list(session.scalars(query.order_by(JobRun.id.desc()).limit(limit)))
+
+
+def recent_failures(
+    db: Database,
+    *,
+    job_name: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+) -> list[JobRun]:
+    """The failures feed (Barycenter's ``jobLogs(onlyFailures)``): failed runs of every
+    job (or one), newest first, finished in [since, until)."""
+    if job_name is not None:
+        get_job(job_name)
+    if limit < 1 or limit > 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    query = select(JobRun).where(JobRun.status == "failed")
+    if job_name is not None:
+        query = query.where(JobRun.job_name == job_name)
+    if since is not None:
+        query = query.where(JobRun.finished_at >= since)
+    if until is not None:
+        query = query.where(JobRun.finished_at < until)
+    with db.session() as session:
+        order = (JobRun.finished_at.desc(), JobRun.id.desc())
+        return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def get_run(db: Database, run_id: int) -> JobRun | None:
+    with db.session() as session:
+        return session.get(JobRun, run_id)

@@ -3,6 +3,7 @@
 Nothing here imports from ``workers`` or ``producers``: data flows one way.
 """
 
+from schema.audit import AuditEntry
 from schema.base import Base
 from schema.catalog import Plan, PreflightCheck, Product, Step, Translation, Version
 from schema.identity import (
@@ -22,6 +23,7 @@ from schema.sync import RemoteResource, SyncCursor
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "DeadLetter",
     "DeviceCode",

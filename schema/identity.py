@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from schema.base import Base, created_at, intpk, str255
@@ -44,10 +44,20 @@ class OAuthToken(Base):
     user: Mapped[User] = relationship(back_populates="oauth_tokens")
 
 
+#: What a token may do, each including the ones before it: ``viewer`` reads; ``operator``
+#: also runs, enables/disables, holds/releases, replays dead letters, cancels and retries;
+#: ``admin`` also changes schedules and notifications, purges dead letters, and reads the
+#: token list.
+TOKEN_SCOPES = ("viewer", "operator", "admin")
+
+
 class ApiToken(Base):
     """A bearer token for the admin API; only its SHA-256 is stored."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("scope IN ('viewer', 'operator', 'admin')", name="scope_known"),
+    )
 
     id: Mapped[intpk]
     user_id: Mapped[int | None] = mapped_column(
@@ -58,6 +68,10 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[created_at] = mapped_column(index=True)
     last_used_at: Mapped[dt.datetime | None]
+    scope: Mapped[str] = mapped_column(String(20), default="viewer")
+    # Stored per token since migration 0004; NULL (tokens created before it): created_at
+    # plus TICKWORK_API_TOKEN_EXPIRE_AFTER_DAYS, as it was computed then.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
 
 
 class Session(Base):

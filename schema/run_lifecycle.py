@@ -11,7 +11,8 @@ queries below that decide which runs still count.
     running ─(job raised, retries left)───────────▶ queued (retry after a backoff)
     running ─(job raised, no retry left)──────────▶ failed
     running ─(worker died repeatedly / past limit)▶ failed
-    queued | running ─(operator cancels)──────────▶ canceled
+    queued ──(operator cancels)───────────────────▶ canceled
+    running ─(ends after a cancel request)────────▶ canceled (job checks ctx.cancelled)
 
 A non-terminal run always has a deadline after which someone moves it on:
 
@@ -64,7 +65,8 @@ MOVES: tuple[Move, ...] = (
     Move("running", "failed", "a worker", "its earlier deliveries' workers all died"),
     Move("running", "failed", "the dispatcher", "still running past time limit + grace"),
     Move("running", "running", "a worker", "redelivered after its worker died (stale beat)"),
-    Move("running", "canceled", "an operator", "on request (the job checks the flag)"),
+    Move("running", "canceled", "a worker", "it ends after an operator's cancel request"),
+    Move("running", "canceled", "the dispatcher", "lost past its limit, cancel requested"),
 )
 ALLOWED = frozenset((m.source, m.target) for m in MOVES)
 TERMINAL = frozenset(FINISHED_STATUSES)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from schema.base import Base, created_at, intpk
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "canceled")
 FINISHED_STATUSES = ("succeeded", "failed", "skipped", "canceled")
-RUN_TRIGGERS = ("schedule", "catchup", "manual", "message")
+RUN_TRIGGERS = ("schedule", "catchup", "manual", "message", "retry")
 
 
 class ScheduledJobConfig(Base):
@@ -84,3 +84,10 @@ class JobRun(Base):
     # delivery of the message (broker restart, consumer_timeout) must not run it again;
     # a stale one means the worker died and the redelivery may take over.
     heartbeat_at: Mapped[dt.datetime | None]
+    # An operator asked to cancel it: a queued run is canceled at once; a running one's
+    # job sees ``ctx.cancelled`` and stops, and however it ends it is recorded canceled.
+    cancel_requested_at: Mapped[dt.datetime | None]
+    # The failed run this run retries (an operator's retry).
+    retry_of: Mapped[int | None] = mapped_column(
+        ForeignKey("job_runs.id", ondelete="SET NULL"), index=True
+    )

@@ -40,3 +40,17 @@ class NoRunningSystemError(TickworkError):
 class UnstorableInputError(ValidationError):
     """A text input the database cannot hold: a NUL character, an unpaired surrogate, or
     longer than its column (PostgreSQL refuses all three; SQLite would store them)."""
+
+
+class UnknownRunError(TickworkError):
+    """A request names a run that does not exist."""
+
+
+class RunStateError(TickworkError):
+    """A run is not in a state the request applies to (cancel a finished run, retry one
+    that did not fail)."""
+
+
+class RunCancelled(TickworkError):
+    """Raised by ``ctx.check_cancelled()`` in a job whose run an operator canceled: the
+    job stops there, and its run is recorded ``canceled``."""

@@ -121,7 +121,10 @@ class Settings(BaseSettings):
         10, ge=1, description="A preflight result stays valid this long."
     )
     api_token_expire_after_days: int = Field(
-        30, ge=1, description="API tokens older than this are deleted."
+        30, ge=1, description="Days a new API token lasts (per token: --expires-in-days)."
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, description="Audit-log rows older than this are deleted (daily)."
     )
     inactive_user_days: int = Field(
         30, ge=1, description="Non-staff users idle this long are deleted."

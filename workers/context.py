@@ -2,20 +2,34 @@
 
 :class:`workers.middleware.run_records.RunRecordMiddleware` opens it before the
 actor runs; the job function receives it and reports what it did through it.
+
+Cancel is cooperative: an operator's cancel sets ``cancel_requested_at`` on the run
+record; a long job looks at ``ctx.cancelled`` (or calls ``ctx.check_cancelled()``)
+between its steps and stops. Whatever it does, a run that ends after a cancel request
+is recorded ``canceled`` (the finish statement in run_record_writer.py decides).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
+from schema.scheduling import JobRun
+from tickwork.errors import RunCancelled
 from tickwork.settings import Settings
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from schema.engine import Database
+
+#: At most one look at the database per run per this many seconds, however often a job
+#: asks (a job may check inside a tight loop).
+CANCEL_POLL_S = 1.0
 
 
 @dataclass
@@ -37,6 +51,8 @@ class RunContext:
     records_processed: int = 0
     result: JobResult | None = None  # set by the job wrapper when the function returns
     _output: list[str] = field(default_factory=list)
+    _cancel_seen: bool = False
+    _cancel_polled_at: float | None = None  # monotonic time of the last database look
 
     def add_records(self, count: int) -> None:
         self.records_processed += count
@@ -48,6 +64,28 @@ class RunContext:
     @property
     def output(self) -> str:
         return "\n".join(self._output)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once an operator asked to cancel this run (read from the run record at
+        most once per CANCEL_POLL_S; once seen, it stays true)."""
+        if self._cancel_seen:
+            return True
+        now = time.monotonic()
+        if self._cancel_polled_at is not None and now - self._cancel_polled_at < CANCEL_POLL_S:
+            return False
+        self._cancel_polled_at = now
+        with self.db.session() as session:
+            requested = session.scalar(
+                select(JobRun.cancel_requested_at).where(JobRun.id == self.run_id)
+            )
+        self._cancel_seen = requested is not None
+        return self._cancel_seen
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`RunCancelled` if the run was canceled: call it between steps."""
+        if self.cancelled:
+            raise RunCancelled(f"run {self.run_id} of {self.job_name} was canceled")
 
 
 _local = threading.local()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import dramatiq
 
 from tickwork import queues
-from tickwork.errors import ScheduleError, UnknownJobError
+from tickwork.errors import RunCancelled, ScheduleError, UnknownJobError
 from tickwork.schedules import parse_schedule
 from tickwork.settings import Settings
 from workers.context import JobResult, RunContext, current_run
@@ -125,7 +125,14 @@ def _run(spec: JobSpec) -> Callable[..., None]:
             if reason:
                 ctx.result = JobResult(records_processed=0, output=ctx.output, skipped=reason)
                 return
-        result = spec.fn(ctx, **kwargs)
+        try:
+            result = spec.fn(ctx, **kwargs)
+        except RunCancelled as exc:
+            # An operator's cancel, seen by the job: not a failure to retry. The run is
+            # recorded canceled (its cancel request is on the record).
+            ctx.log(f"stopped: {exc}")
+            ctx.result = JobResult(records_processed=ctx.records_processed, output="")
+            return
         if isinstance(result, int):
             result = JobResult(records_processed=result)
         if result is None:

@@ -1,5 +1,8 @@
 """The admin API: jobs, runs, controls, hold/release, dead letters, health, metrics, and
-the web page. Every ``/api`` route needs ``Authorization: Bearer <token>``.
+the web page. Every ``/api`` route needs ``Authorization: Bearer <token>`` and declares
+the scope it needs (``auth.require_scope``): ``viewer`` reads, ``operator`` runs and
+controls runs, ``admin`` changes schedules, purges and manages tokens. Every change is
+written to the audit log with the token's name as its actor.
 
 It reuses what the CLI uses (admin/job_status.py, workers/scheduler/control.py), so
 the page, the API and ``tickwork jobs`` can never disagree.
@@ -7,6 +10,9 @@ the page, the API and ``tickwork jobs`` can never disagree.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -14,20 +20,23 @@ import dramatiq
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
 from admin.api import auth, dead_letters, input_checks, models
-from admin.job_status import job_statuses, run_history
+from admin.api.auth import Caller, require_scope
+from admin.job_status import get_run, job_statuses, recent_failures, run_history
 from admin.run_handoff import runs_broker
+from schema.audit import audit_entries
 from schema.engine import Database
 from schema.scheduling import SchedulerState
 from tickwork.errors import (
     JobBusyError,
     NoRunningSystemError,
+    RunStateError,
     ScheduleError,
     UnknownJobError,
+    UnknownRunError,
     UnstorableInputError,
     ValidationError,
 )
@@ -39,10 +48,21 @@ from workers.scheduler import control
 
 WEB = FilePath(__file__).resolve().parent.parent / "web"
 JobName = Annotated[str, "a registered job's name"]
-bearer = HTTPBearer(auto_error=False, description="An API token from `tickwork api-token create`")
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Responses = dict[int | str, dict[str, Any]]
-NOT_AUTHORIZED: Responses = {401: {"model": models.Problem, "description": "no or bad token"}}
+NOT_AUTHORIZED: Responses = {
+    401: {"model": models.Problem, "description": "no or bad token"},
+    403: {"model": models.Problem, "description": "the token's scope is too low"},
+}
 NOT_FOUND: Responses = {404: {"model": models.Problem, "description": "no such job"}}
+NO_RUN: Responses = {
+    404: {"model": models.Problem, "description": "no such run"},
+    409: {"model": models.Problem, "description": "the run is not in a state for this"},
+}
+# The scope each route declares (a test walks app.routes: none may lack one).
+Viewer = Annotated[Caller, Depends(require_scope("viewer"))]
+Operator = Annotated[Caller, Depends(require_scope("operator"))]
+Admin = Annotated[Caller, Depends(require_scope("admin"))]
 NO_DEAD_LETTER: Responses = {
     404: {"model": models.Problem, "description": "no such letter"},
     409: {"model": models.Problem, "description": "not a message that can be sent again"},
@@ -68,18 +88,11 @@ def create_app(
         "schedule overrides, hold/release, dead letters.",
     )
 
-    def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-        if (
-            auth.check_token(db, credentials.credentials, settings.api_token_expire_after_days)
-            is None
-        ):
-            raise HTTPException(401, "unknown or expired token", {"WWW-Authenticate": "Bearer"})
-
-    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], responses=NOT_AUTHORIZED)
+    app.state.tickwork_db = db
+    app.state.tickwork_settings = settings
+    api = APIRouter(
+        prefix="/api", dependencies=[Depends(auth.authenticated)], responses=NOT_AUTHORIZED
+    )
 
     @app.exception_handler(UnknownJobError)
     async def unknown_job(request: Request, exc: UnknownJobError) -> JSONResponse:
@@ -109,16 +122,17 @@ def create_app(
         return models.Job.model_validate(status, from_attributes=True)
 
     @api.get("/jobs", response_model=list[models.Job], summary="Every job and its state")
-    def list_jobs() -> list[models.Job]:
+    def list_jobs(_: Viewer) -> list[models.Job]:
         return [models.Job.model_validate(s, from_attributes=True) for s in job_statuses(db)]
 
     @api.get("/jobs/{name}", response_model=models.Job, responses=NOT_FOUND)
-    def one_job(name: JobName) -> models.Job:
+    def one_job(name: JobName, _: Viewer) -> models.Job:
         return job_out(name)
 
     @api.get("/jobs/{name}/runs", response_model=list[models.Run], responses=NOT_FOUND)
     def runs(
         name: JobName,
+        _: Viewer,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         failures: bool = False,
     ) -> list[models.Run]:
@@ -136,20 +150,22 @@ def create_app(
     )
     def trigger(
         name: JobName,
+        caller: Operator,
         force: Annotated[bool, Query(description="run alongside a run that is going")] = False,
     ) -> models.Triggered:
         """Run the job now (no jitter). Refused (409) while a run of it is queued or
         running, unless ``force``."""
-        return models.Triggered(run_id=control.trigger(db, runs_via(), name, force=force))
+        run_id = control.trigger(db, runs_via(), name, force=force, actor=auth.actor(caller))
+        return models.Triggered(run_id=run_id)
 
     @api.post("/jobs/{name}/enable", response_model=models.Job, responses=NOT_FOUND)
-    def enable(name: JobName) -> models.Job:
-        control.set_enabled(db, name, True)
+    def enable(name: JobName, caller: Operator) -> models.Job:
+        control.set_enabled(db, name, True, actor=auth.actor(caller))
         return job_out(name)
 
     @api.post("/jobs/{name}/disable", response_model=models.Job, responses=NOT_FOUND)
-    def disable(name: JobName) -> models.Job:
-        control.set_enabled(db, name, False)
+    def disable(name: JobName, caller: Operator) -> models.Job:
+        control.set_enabled(db, name, False, actor=auth.actor(caller))
         return job_out(name)
 
     @api.put(
@@ -157,8 +173,10 @@ def create_app(
         response_model=models.Job,
         responses={**NOT_FOUND, **BAD_OVERRIDE, **BAD_BODY},
     )
-    def set_schedule(name: JobName, body: models.ScheduleOverride) -> models.Job:
-        control.set_schedule_override(db, name, times=body.times, interval=body.interval)
+    def set_schedule(name: JobName, body: models.ScheduleOverride, caller: Admin) -> models.Job:
+        control.set_schedule_override(
+            db, name, times=body.times, interval=body.interval, actor=auth.actor(caller)
+        )
         return job_out(name)
 
     @api.put(
@@ -166,23 +184,150 @@ def create_app(
         response_model=models.Job,
         responses={**NOT_FOUND, **BAD_BODY},
     )
-    def notify(name: JobName, body: models.NotifyOnSuccess) -> models.Job:
-        control.set_notify_on_success(db, name, body.enabled)
+    def notify(name: JobName, body: models.NotifyOnSuccess, caller: Admin) -> models.Job:
+        control.set_notify_on_success(db, name, body.enabled, actor=auth.actor(caller))
         return job_out(name)
 
+    @api.get("/runs/{run_id}", response_model=models.Run, responses=NO_RUN)
+    def one_run(run_id: RunId, _: Viewer) -> models.Run:
+        run = get_run(db, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run with id {run_id}")
+        return models.Run.model_validate(run)
+
+    @api.post(
+        "/runs/{run_id}/cancel",
+        response_model=models.CancelOutcome,
+        responses=NO_RUN,
+        summary="Cancel a queued or running run",
+    )
+    def cancel(run_id: RunId, caller: Operator) -> models.CancelOutcome:
+        """A queued run is canceled at once; a running one stops at its job's next check
+        of ``ctx.cancelled`` and is recorded canceled however it ends."""
+        with run_errors():
+            status = control.cancel_run(db, run_id, actor=auth.actor(caller))
+        return models.CancelOutcome(run_id=run_id, status=status)
+
+    @api.post(
+        "/runs/{run_id}/retry",
+        status_code=202,
+        response_model=models.Triggered,
+        responses=NO_RUN,
+        summary="Retry a failed run",
+    )
+    def retry(run_id: RunId, caller: Operator) -> models.Triggered:
+        """A new run of the failed run's job, linked to it (``retry_of``); 409 unless the
+        run failed."""
+        with run_errors():
+            control.check_retryable(db, run_id)  # before runs_via() may say nothing runs
+            new_id = control.retry_run(db, runs_via(), run_id, actor=auth.actor(caller))
+        return models.Triggered(run_id=new_id)
+
+    @api.get(
+        "/failures",
+        response_model=list[models.Run],
+        responses=NOT_FOUND,
+        summary="Recent failures of every job",
+    )
+    def failures(
+        _: Viewer,
+        job: Annotated[str | None, Query(max_length=100)] = None,
+        since: Annotated[dt.datetime | None, Query(description="finished at or after")] = None,
+        until: Annotated[dt.datetime | None, Query(description="finished before")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> list[models.Run]:
+        rows = recent_failures(
+            db, job_name=job or None, since=_aware(since), until=_aware(until), limit=limit
+        )
+        return [models.Run.model_validate(r) for r in rows]
+
+    @api.get("/audit", response_model=list[models.AuditEntry], summary="Who changed what")
+    def audit(
+        _: Viewer,
+        actor: Annotated[str | None, Query(max_length=255)] = None,
+        action: Annotated[str | None, Query(max_length=40)] = None,
+        target: Annotated[str | None, Query(max_length=255)] = None,
+        since: Annotated[dt.datetime | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[models.AuditEntry]:
+        with db.session() as session:
+            rows = audit_entries(
+                session,
+                limit=limit,
+                actor=actor,
+                action=action,
+                target=target,
+                since=_aware(since),
+            )
+            return [models.AuditEntry.model_validate(r) for r in rows]
+
+    @api.get("/me", response_model=models.Me, summary="The calling token and its scope")
+    def me(caller: Viewer) -> models.Me:
+        return models.Me(name=caller.name, scope=caller.scope)
+
+    @api.get("/tokens", response_model=list[models.Token])
+    def tokens(_: Admin) -> list[models.Token]:
+        days = settings.api_token_expire_after_days
+        return [
+            models.Token(
+                id=t.id,
+                name=t.name,
+                prefix=t.prefix,
+                scope=t.scope,
+                created_at=t.created_at,
+                expires_at=auth.expires_at(t, days),
+                last_used_at=t.last_used_at,
+            )
+            for t in auth.list_tokens(db)
+        ]
+
+    @api.post("/tokens", status_code=201, response_model=models.CreatedToken, responses=BAD_BODY)
+    def new_token(body: models.NewToken, caller: Admin) -> models.CreatedToken:
+        try:
+            made = auth.create_token(
+                db,
+                body.name,
+                scope=body.scope,
+                expires_in_days=body.expires_in_days,
+                actor=auth.actor(caller),
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return models.CreatedToken(
+            id=made.id,
+            name=made.name,
+            scope=made.scope,
+            expires_at=made.expires_at,
+            token=made.token,
+        )
+
+    @api.delete(
+        "/tokens/{token_id}",
+        response_model=models.Count,
+        responses={404: {"model": models.Problem, "description": "no such token"}},
+    )
+    def revoke_token(
+        token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], caller: Admin
+    ) -> models.Count:
+        if not auth.revoke_token(db, token_id, actor=auth.actor(caller)):
+            raise HTTPException(404, f"no token with id {token_id}")
+        return models.Count(count=1)
+
     @api.post("/hold", response_model=models.Held, summary="Hold all jobs")
-    def hold() -> models.Held:
-        control.hold(db)
+    def hold(caller: Operator) -> models.Held:
+        control.hold(db, actor=auth.actor(caller))
         return models.Held(held=True)
 
     @api.post(
         "/release", response_model=models.Released, summary="Release held jobs", responses=BAD_BODY
     )
-    def release(body: models.Release) -> models.Released:
-        return models.Released(queued=control.release(db, runs_via(), body.mode))
+    def release(body: models.Release, caller: Operator) -> models.Released:
+        queued = control.release(db, runs_via(), body.mode, actor=auth.actor(caller))
+        return models.Released(queued=queued)
 
     @api.get("/dead-letters", response_model=list[models.DeadLetter])
     def dead(
+        _: Viewer,
         queue: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[models.DeadLetter]:
@@ -194,9 +339,11 @@ def create_app(
         response_model=models.Count,
         responses=NO_DEAD_LETTER,
     )
-    def replay_one(dead_letter_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> models.Count:
+    def replay_one(
+        dead_letter_id: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: Operator
+    ) -> models.Count:
         try:
-            replayed = dead_letters.replay(db, broker, dead_letter_id)
+            replayed = dead_letters.replay(db, broker, dead_letter_id, actor=auth.actor(caller))
         except ValidationError as exc:
             raise HTTPException(409, str(exc)) from None
         if not replayed:
@@ -204,12 +351,22 @@ def create_app(
         return models.Count(count=1)
 
     @api.post("/dead-letters/replay", response_model=models.Count, summary="Replay all")
-    def replay_all(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
-        return models.Count(count=dead_letters.replay_all(db, broker, queue, settings=settings))
+    def replay_all(
+        caller: Operator, queue: Annotated[str | None, Query(max_length=200)] = None
+    ) -> models.Count:
+        count = dead_letters.replay_all(
+            db, broker, queue, settings=settings, actor=auth.actor(caller)
+        )
+        return models.Count(count=count)
 
     @api.delete("/dead-letters", response_model=models.Count, summary="Purge")
-    def purge(queue: Annotated[str | None, Query(max_length=200)] = None) -> models.Count:
-        return models.Count(count=dead_letters.purge(db, queue, settings=settings, broker=broker))
+    def purge(
+        caller: Admin, queue: Annotated[str | None, Query(max_length=200)] = None
+    ) -> models.Count:
+        count = dead_letters.purge(
+            db, queue, settings=settings, broker=broker, actor=auth.actor(caller)
+        )
+        return models.Count(count=count)
 
     app.include_router(api)
 
@@ -237,3 +394,22 @@ def create_app(
         return Response((WEB / "app.js").read_text(), media_type="text/javascript")
 
     return app
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """A query's time, UTC when it names no zone."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+@contextlib.contextmanager
+def run_errors() -> Iterator[None]:
+    """A run that does not exist is 404; one not in a state for the request, 409 (kept in
+    the routes, beside the app-wide exception handlers)."""
+    try:
+        yield
+    except UnknownRunError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RunStateError as exc:
+        raise HTTPException(409, str(exc)) from None

@@ -19,6 +19,7 @@ import dramatiq
 from dramatiq import Message
 from sqlalchemy import delete, or_, select
 
+from schema.audit import SYSTEM_ACTOR, Actor, record_audit
 from schema.engine import Database
 from schema.messaging import DeadLetter
 from tickwork.errors import ValidationError
@@ -66,7 +67,9 @@ def list_dead_letters(
         return list(session.scalars(query))
 
 
-def replay(db: Database, broker: dramatiq.Broker, dead_letter_id: int) -> bool:
+def replay(
+    db: Database, broker: dramatiq.Broker, dead_letter_id: int, *, actor: Actor | str = SYSTEM_ACTOR
+) -> bool:
     """Send the message again (a new message id, retries reset, to its actor's queue)
     and forget the dead letter. A letter that is not a message for a known actor (a
     malformed body) cannot be replayed: ValidationError, and it stays."""
@@ -78,6 +81,15 @@ def replay(db: Database, broker: dramatiq.Broker, dead_letter_id: int) -> bool:
         if why:
             raise ValidationError(f"dead letter {dead_letter_id} cannot be replayed: {why}")
         _send_again(broker, row)
+        record_audit(
+            session,
+            actor,
+            "dead-letter-replay",
+            f"dead-letter:{row.id}",
+            {"queue": row.queue_name, "actor": row.actor_name, "message_id": row.message_id},
+            None,
+            detail=row.reason[:500],
+        )
         session.delete(row)
         return True
 
@@ -88,13 +100,14 @@ def replay_all(
     queue: str | None,
     *,
     settings: Settings | None = None,
+    actor: Actor | str = SYSTEM_ACTOR,
 ) -> int:
     """Replay every replayable letter; the others (malformed bodies) stay listed."""
     collect(settings, db, broker)
     replayed = 0
     for row in list_dead_letters(db, queue, 10_000, settings=settings, collect_first=False):
         try:
-            replayed += int(replay(db, broker, row.id))
+            replayed += int(replay(db, broker, row.id, actor=actor))
         except ValidationError:
             continue  # not replayable: replay() checked under the row lock; it stays
     return replayed
@@ -118,6 +131,7 @@ def purge(
     *,
     settings: Settings | None = None,
     broker: dramatiq.Broker | None = None,
+    actor: Actor | str = SYSTEM_ACTOR,
 ) -> int:
     """Delete the dead letters (of ``queue``), the broker's included; how many."""
     collect(settings, db, broker)
@@ -125,7 +139,16 @@ def purge(
     if queue:
         stmt = stmt.where(_queue_filter(settings, queue))
     with db.session() as session:
-        return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+        count = int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+        record_audit(
+            session,
+            actor,
+            "dead-letter-purge",
+            f"dead-letters:{queue or '*'}",
+            {"count": count},
+            {"count": 0},
+        )
+        return count
 
 
 def _send_again(broker: dramatiq.Broker, row: DeadLetter) -> None:

@@ -31,6 +31,8 @@ class Job(BaseModel):
     last_status: str | None
     last_success: dt.datetime | None
     last_skip: dt.datetime | None
+    override_times: str | None = None
+    override_interval_s: int | None = None
 
 
 class Run(BaseModel):
@@ -49,6 +51,8 @@ class Run(BaseModel):
     output: str
     error: str | None
     skip_reason: str | None
+    cancel_requested_at: dt.datetime | None = None
+    retry_of: int | None = None
 
 
 class Triggered(BaseModel):
@@ -108,3 +112,57 @@ class DeadLetter(BaseModel):
 
 class Count(BaseModel):
     count: int
+
+
+class CancelOutcome(BaseModel):
+    run_id: int
+    status: Literal["canceled", "running"]  # running: requested, the job stops at its next check
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: dt.datetime
+    actor: str
+    token_id: int | None
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    detail: str | None
+
+
+class Me(BaseModel):
+    """The calling token: the page shows only the controls its scope allows."""
+
+    name: str
+    scope: Literal["viewer", "operator", "admin"]
+
+
+class Token(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    prefix: str
+    scope: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    scope: Literal["viewer", "operator", "admin"]
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+
+
+class CreatedToken(BaseModel):
+    id: int
+    name: str
+    scope: str
+    expires_at: dt.datetime
+    token: str = Field(description="shown once; only its hash is stored")

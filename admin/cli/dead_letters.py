@@ -113,6 +113,7 @@ def replay(
 ) -> None:
     """Send a dead letter again (new message id, retries reset) and forget it."""
     from admin.api import dead_letters
+    from schema.audit import cli_actor
     from tickwork.errors import ValidationError
 
     if (dead_letter_id is None) == (not all_):
@@ -127,11 +128,13 @@ def replay(
         )
     try:
         if dead_letter_id is None:
-            count = dead_letters.replay_all(db, broker, queue, settings=db.settings)
+            count = dead_letters.replay_all(
+                db, broker, queue, settings=db.settings, actor=cli_actor()
+            )
             typer.echo(f"replayed {count} dead letter(s)")
             return
         try:
-            if not dead_letters.replay(db, broker, dead_letter_id):
+            if not dead_letters.replay(db, broker, dead_letter_id, actor=cli_actor()):
                 raise fail(f"no dead letter {dead_letter_id}", 1)
         except ValidationError as exc:
             raise fail(str(exc), 1) from None
@@ -148,6 +151,7 @@ def purge(
 ) -> None:
     """Delete dead letters (of one queue, or all), the broker's included; prints how many."""
     from admin.api.dead_letters import purge as purge_letters
+    from schema.audit import cli_actor
 
     if not yes and not typer.confirm(
         f"Delete every dead letter{f' of {queue}' if queue else ''}?", default=False
@@ -156,7 +160,7 @@ def purge(
     db = open_database()
     broker = _broker(db)
     try:
-        count = purge_letters(db, queue, settings=db.settings, broker=broker)
+        count = purge_letters(db, queue, settings=db.settings, broker=broker, actor=cli_actor())
     finally:
         if broker is not None:
             broker.close()

@@ -6,7 +6,7 @@ Imports inside commands: to keep start-up short (see :mod:`admin.cli`).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.text import Text
@@ -284,12 +284,13 @@ def trigger(
     While a run of the job is queued or running this is refused (exit 1), naming that
     run, unless --force. In the embedded mode the running `tickwork run` starts it.
     """
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     name = _known(name)
     db = _db()
     broker = _broker(db)
-    run_id = control.trigger(db, broker, name, force=force)
+    run_id = control.trigger(db, broker, name, force=force, actor=cli_actor())
     by = "the running `tickwork run` starts it within a second" if broker is None else "sent"
     typer.echo(f"queued run {run_id} of {name} ({by})")
 
@@ -298,10 +299,11 @@ def trigger(
 @handles_errors
 def enable(name: JobName) -> None:
     """Enable a job."""
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     name = _known(name)
-    control.set_enabled(_db(), name, True)
+    control.set_enabled(_db(), name, True, actor=cli_actor())
     typer.echo(f"{name} enabled")
 
 
@@ -309,10 +311,11 @@ def enable(name: JobName) -> None:
 @handles_errors
 def disable(name: JobName) -> None:
     """Disable a job: it is no longer dispatched on its schedule."""
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     name = _known(name)
-    control.set_enabled(_db(), name, False)
+    control.set_enabled(_db(), name, False, actor=cli_actor())
     typer.echo(f"{name} disabled")
 
 
@@ -327,6 +330,7 @@ def set_schedule(
     clear: Annotated[bool, typer.Option("--clear", help="Back to the default schedule.")] = False,
 ) -> None:
     """Override a job's schedule with daily times or an interval (not both)."""
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     if clear and (times or interval):
@@ -336,7 +340,7 @@ def set_schedule(
     if times and interval:
         raise usage_error("give --times or --interval, not both")
     name = _known(name)
-    control.set_schedule_override(_db(), name, times=times, interval=interval)
+    control.set_schedule_override(_db(), name, times=times, interval=interval, actor=cli_actor())
     typer.echo(f"{name}: " + ("default schedule restored" if clear else "override saved"))
 
 
@@ -351,10 +355,11 @@ def notify_on_success(
     name: JobName, value: Annotated[OnOff, typer.Argument(help="on or off.")]
 ) -> None:
     """E-mail successful runs that produced output (failures are always e-mailed)."""
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     name = _known(name)
-    control.set_notify_on_success(_db(), name, value is OnOff.on)
+    control.set_notify_on_success(_db(), name, value is OnOff.on, actor=cli_actor())
     typer.echo(f"{name}: notify on success {value.value}")
 
 
@@ -362,6 +367,7 @@ def notify_on_success(
 def hold() -> None:
     """Hold all jobs (maintenance): nothing is dispatched until release."""
     from admin.job_status import hold_state
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     db = _db()
@@ -369,7 +375,7 @@ def hold() -> None:
     if held:
         typer.echo(f"already held since {output.when(since)}; nothing changed")
         return
-    control.hold(db)
+    control.hold(db, actor=cli_actor())
     typer.echo("all jobs held")
 
 
@@ -384,6 +390,7 @@ def release(
 ) -> None:
     """Release held jobs: choose --run-missed or --reschedule."""
     from admin.job_status import hold_state
+    from schema.audit import cli_actor
     from workers.scheduler import control
 
     if run_missed == reschedule:
@@ -395,5 +402,6 @@ def release(
         return
     # --reschedule starts nothing, so it needs no running system.
     broker = _broker(db) if run_missed else None
-    queued = control.release(db, broker, "run-missed" if run_missed else "reschedule")
+    mode: Literal["run-missed", "reschedule"] = "run-missed" if run_missed else "reschedule"
+    queued = control.release(db, broker, mode, actor=cli_actor())
     typer.echo("released" + (f"; queued missed runs of: {', '.join(queued)}" if queued else ""))

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from admin.cli import api_tokens as api_tokens_cli
+from admin.cli import audit as audit_cli
 from admin.cli import dead_letters as dead_letters_cli
 from admin.cli import jobs as jobs_cli
 from admin.cli import output
 from admin.cli import probe as probe_cli
+from admin.cli import runs as runs_cli
 from admin.cli import schedule as schedule_cli
 from admin.cli.common import (
     EXIT_CODES,
@@ -61,6 +63,8 @@ app.add_typer(schedule_cli.app, name="schedule")
 app.add_typer(probe_cli.app, name="probe")
 app.add_typer(api_tokens_cli.app, name="api-token")
 app.add_typer(dead_letters_cli.app, name="dead-letters")
+app.add_typer(runs_cli.app, name="runs")
+app.command("audit")(audit_cli.audit)
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
 register_app(app)

@@ -156,6 +156,17 @@ def test_api_tokens_older_than_limit_deleted(db: Database) -> None:
     assert count(db, ApiToken) == 2
 
 
+def test_api_tokens_past_their_stored_expiry_deleted(db: Database) -> None:
+    # Given tokens with their own expiry (created now), one past it and one not,
+    with db.session() as s:
+        for n, expires in enumerate((NOW - TICK, NOW + TICK)):
+            s.add(ApiToken(name=f"e{n}", token_hash=f"e{n}", prefix="tw", expires_at=expires))
+    # when the cleanup runs, then only the expired one is deleted.
+    run(metadeploy_maintenance.cleanup_user_data, db)
+    with db.session() as s:
+        assert [t.name for t in s.scalars(select(ApiToken))] == ["e1"]
+
+
 def test_lifetimes_come_from_settings(db: Database) -> None:
     with db.session() as s:
         s.add(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 from workers.context import JobResult, RunContext
 from workers.registry import JobSpec, get_job, job, unregister
@@ -21,10 +22,11 @@ def _nothing_to_do(ctx: RunContext) -> str | None:
 
 
 class ThrowawayJobs:
-    """The jobs ``t_count``, ``t_typed``, ``t_slow``, ``t_fail``, ``t_precheck`` and
-    ``t_silent``; ``calls`` lists their executions in this process, in order."""
+    """The jobs ``t_count``, ``t_typed``, ``t_slow``, ``t_fail``, ``t_precheck``,
+    ``t_silent`` and ``t_steps``; ``calls`` lists their executions in this process, in
+    order."""
 
-    NAMES = ("t_count", "t_typed", "t_slow", "t_fail", "t_precheck", "t_silent")
+    NAMES = ("t_count", "t_typed", "t_slow", "t_fail", "t_precheck", "t_silent", "t_steps")
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -37,6 +39,7 @@ class ThrowawayJobs:
         job(description="test: always fails", max_retries=1)(self.t_fail)
         job(description="test: precheck always skips", precheck=_nothing_to_do)(self.t_precheck)
         job(description="test: silent success")(self.t_silent)
+        job(description="test: 200 short steps, stops when canceled")(self.t_steps)
 
     def forget(self) -> None:
         for name in self.NAMES:
@@ -70,6 +73,14 @@ class ThrowawayJobs:
     def t_precheck(self, ctx: RunContext) -> int:
         self.calls.append("t_precheck")
         return 1
+
+    def t_steps(self, ctx: RunContext) -> int:
+        self.calls.append("t_steps")
+        for _step in range(200):
+            ctx.check_cancelled()  # an operator's cancel stops it here
+            ctx.add_records(1)
+            time.sleep(0.05)
+        return 200
 
     def t_silent(self, ctx: RunContext) -> None:
         self.calls.append("t_silent")

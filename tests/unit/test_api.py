@@ -19,7 +19,16 @@ def test_no_or_bad_or_expired_token_is_401(client: Any) -> None:
     http, headers, system = client
     assert http.get("/api/jobs").status_code == 401
     assert http.get("/api/jobs", headers={"Authorization": "Bearer tw_nope"}).status_code == 401
-    # when the token is older than 30 days, then 401 too.
+    # when the token is past its stored expiry, then 401 too;
+    with system.db.session() as s:
+        for row in s.scalars(select(ApiToken)):
+            row.expires_at = row.created_at - dt.timedelta(seconds=1)
+    assert http.get("/api/jobs", headers=headers).status_code == 401
+    # and a token from before expiry was stored counts 30 days from its creation.
+    with system.db.session() as s:
+        for row in s.scalars(select(ApiToken)):
+            row.expires_at = None
+    assert http.get("/api/jobs", headers=headers).status_code == 200
     with system.db.session() as s:
         for row in s.scalars(select(ApiToken)):
             row.created_at = row.created_at - dt.timedelta(days=31)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from admin.api.auth import TOKEN_PREFIX, check_token
 from admin.cli import api_tokens
 from admin.cli.main import app
+from schema.audit import AuditEntry, cli_actor
 from schema.identity import ApiToken
 from tests.support.systems import Embedded
 
@@ -55,4 +56,40 @@ def test_blank_name_and_unknown_id_are_refused_and_change_nothing(
     # when / then: revoking an unknown id names the id
     unknown = runner.invoke(app, ["api-token", "revoke", "999"])
     assert unknown.exit_code == 1 and "no token with id 999" in unknown.output
+    assert _count(embedded) == 0
+
+
+def test_scope_and_expiry_are_stored_listed_and_audited(
+    runner: CliRunner, embedded: Embedded
+) -> None:
+    # When an operator token is created to expire in 7 days,
+    created = runner.invoke(
+        app, ["api-token", "create", "night shift", "--scope", "operator", "--expires-in-days", "7"]
+    )
+    assert created.exit_code == 0, created.output
+    assert "scope operator" in created.output
+    # then it is stored with that scope and expiry, and listed with them;
+    with embedded.db.session() as session:
+        row = session.scalars(select(ApiToken)).one()
+        assert row.scope == "operator" and row.expires_at is not None
+        assert 6.9 < (row.expires_at - row.created_at).total_seconds() / 86400 <= 7
+    listed = runner.invoke(app, ["api-token", "list", "--format", "json"])
+    assert '"scope": "operator"' in listed.output and '"expires_at"' in listed.output
+    # a token without --scope is a viewer (least privilege);
+    assert runner.invoke(app, ["api-token", "create", "dashboard"]).exit_code == 0
+    runner.invoke(app, ["api-token", "revoke", str(row.id)])
+    with embedded.db.session() as session:
+        assert [t.scope for t in session.scalars(select(ApiToken))] == ["viewer"]
+        # and each change is in the audit log as the CLI's OS user.
+        audit = [(a.actor, a.action) for a in session.scalars(select(AuditEntry))]
+    me = cli_actor().name
+    assert audit == [(me, "token-create"), (me, "token-create"), (me, "token-revoke")]
+    assert me.startswith("cli:")
+
+
+def test_an_unknown_scope_is_refused_and_creates_nothing(
+    runner: CliRunner, embedded: Embedded
+) -> None:
+    bad = runner.invoke(app, ["api-token", "create", "x", "--scope", "root"])
+    assert bad.exit_code == 2 and "viewer, operator or admin" in bad.output
     assert _count(embedded) == 0

@@ -41,7 +41,7 @@ from schema.engine import Database
 from schema.run_lifecycle import TERMINAL, may_move
 from schema.scheduling import JobRun, SchedulerState
 from tests.conftest import make_settings, service_settings
-from tickwork.errors import JobBusyError
+from tickwork.errors import JobBusyError, RunStateError
 from workers.app import build_runtime
 from workers.broker import run_record_middleware
 from workers.context import RunContext, set_current_run
@@ -239,6 +239,13 @@ def lifecycle_machine(harness: Harness) -> type[RuleBasedStateMachine]:
                 control.trigger(harness.db, harness.runtime.broker, JOB, force=force)
             self._take()
 
+        @rule(index=st.integers(0, 50))
+        def operator_cancels(self, index: int) -> None:
+            going = sorted(i for i, (s, _f) in harness.runs().items() if s not in TERMINAL)
+            if going:
+                with suppress(RunStateError):  # it finished in between
+                    control.cancel_run(harness.db, going[index % len(going)])
+
         @rule()
         def broker_down_for_the_next_publish(self) -> None:
             harness.break_publish = True
@@ -317,6 +324,18 @@ def lifecycle_machine(harness: Harness) -> type[RuleBasedStateMachine]:
                         f"run {run_id}: {before[0]} -> {status} is not a move of the machine"
                     )
             self.seen = now
+
+        @invariant()
+        def a_run_canceled_by_an_operator_ends_canceled(self) -> None:
+            with harness.db.session() as session:
+                wrong = session.execute(
+                    select(JobRun.id, JobRun.status).where(
+                        JobRun.cancel_requested_at.is_not(None),
+                        JobRun.status.in_(TERMINAL),
+                        JobRun.status != "canceled",
+                    )
+                ).all()
+            assert not wrong, f"runs with a cancel request that ended otherwise: {wrong}"
 
         def teardown(self) -> None:
             harness.break_publish = False

@@ -1,5 +1,5 @@
 """tickwork's own upkeep: a heartbeat that proves the pipeline end to end, and the
-pruning of old run history."""
+pruning of old run history and of the audit log past its retention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import cast
 
 from sqlalchemy import Table, and_, func, select
 
+from schema.audit import prune_audit_log as prune
 from schema.base import utcnow
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from workers.batching import delete_in_batches
@@ -49,3 +50,13 @@ def prune_run_history(ctx: RunContext) -> JobResult:
     with ctx.db.session() as session:
         left = session.scalar(select(func.count()).select_from(JobRun))
     return JobResult(records_processed=deleted, output=f"deleted {deleted}; {left} kept")
+
+
+@job(
+    description="Deletes audit-log rows older than TICKWORK_AUDIT_RETENTION_DAYS.",
+    schedule="27 3 * * *",
+)
+def prune_audit_log(ctx: RunContext) -> JobResult:
+    with ctx.db.session() as session:
+        deleted = prune(session, ctx.settings.audit_retention_days)
+    return JobResult(records_processed=deleted, output=f"deleted {deleted} audit row(s)")

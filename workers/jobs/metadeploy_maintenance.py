@@ -93,11 +93,18 @@ def cleanup_user_data(ctx: RunContext) -> JobResult:
         ).rows
     counts["exceptions cleared"] = cleared
 
-    # 5. API tokens past their age limit.
+    # 5. API tokens past their expiry (stored per token; tokens from before it was
+    # stored expire at created + TICKWORK_API_TOKEN_EXPIRE_AFTER_DAYS).
     counts["API tokens deleted"] = delete_in_batches(
         ctx.db,
         API_TOKENS,
-        API_TOKENS.c.created_at < now - dt.timedelta(days=s.api_token_expire_after_days),
+        or_(
+            API_TOKENS.c.expires_at < now,
+            and_(
+                API_TOKENS.c.expires_at.is_(None),
+                API_TOKENS.c.created_at < now - dt.timedelta(days=s.api_token_expire_after_days),
+            ),
+        ),
         batch,
     ).rows
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Connection, Table, func
+from sqlalchemy import Connection, Table, case, func, literal
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import configure_mappers
@@ -346,8 +346,11 @@ RETURNING message_id, id, job_name, scheduled_for
 """
 _PG_FINISH = f"""
 UPDATE job_runs AS r
-SET status = v.status, skip_reason = v.skip_reason, records_processed = v.records,
-    output = v.output, error = v.error, finished_at = v.finished_at
+SET status = CASE WHEN r.cancel_requested_at IS NULL THEN v.status ELSE 'canceled' END,
+    skip_reason = v.skip_reason, records_processed = v.records, output = v.output,
+    error = v.error,
+    finished_at = CASE WHEN r.cancel_requested_at IS NULL THEN v.finished_at
+                       ELSE coalesce(v.finished_at, %(now)s) END
 FROM unnest(%(ids)s::bigint[], %(status)s::text[], %(skip_reason)s::text[],
             %(records)s::integer[], %(output)s::text[], %(error)s::text[],
             %(finished_at)s::timestamptz[])
@@ -464,12 +467,15 @@ def _start_new(connection: Connection, writes: Sequence[StartRun]) -> list[Start
 
 
 def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]:
-    """Record outcomes; one UPDATE for the batch. Returns detached runs for the hooks."""
+    """Record outcomes; one UPDATE for the batch. Returns detached runs for the hooks.
+    A run an operator asked to cancel ends ``canceled``, however the job ended (even
+    re-queued for a retry: its redelivery then finds it finished and drops it)."""
     if connection.dialect.name == "postgresql":
         rows = _run_pg(
             connection,
             _PG_FINISH,
             {
+                "now": utcnow(),
                 "ids": [w.run_id for w in writes],
                 "status": [w.values["status"] for w in writes],
                 "skip_reason": [w.values.get("skip_reason") for w in writes],
@@ -485,7 +491,15 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
         return [runs[w.run_id] for w in writes]
     out = []
     for w in writes:
-        stmt = RUNS.update().where(RUNS.c.id == w.run_id).values(**w.values)
+        values = dict(w.values)
+        requested = RUNS.c.cancel_requested_at.is_(None)
+        values["status"] = case((requested, values["status"]), else_="canceled")
+        at = RUNS.c.finished_at.type
+        values["finished_at"] = case(
+            (requested, literal(values.get("finished_at"), at)),
+            else_=func.coalesce(literal(values.get("finished_at"), at), literal(utcnow(), at)),
+        )
+        stmt = RUNS.update().where(RUNS.c.id == w.run_id).values(**values)
         row = connection.execute(stmt.returning(*RUNS.c)).one()
         out.append(_detached_run(row._asdict().items()))
     return out

@@ -278,8 +278,9 @@ class RunRecordMiddleware(Middleware):
         if run.status == "running" and heartbeat is not None and heartbeat > alive_after:
             return StillRunning(run.id, run.worker, (utcnow() - heartbeat).total_seconds())
         if run.status == "running" and run.attempts >= limit:
-            # The previous deliveries never came back: their worker died.
-            run.status = "failed"
+            # The previous deliveries never came back: their worker died. (A run an
+            # operator asked to cancel ends canceled, however it ends.)
+            run.status = "canceled" if run.cancel_requested_at else "failed"
             run.finished_at = utcnow()
             run.error = (
                 f"gave up after {run.attempts} deliveries: the worker running it died each "

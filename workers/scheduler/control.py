@@ -1,23 +1,27 @@
-"""Operator controls (pgeu): run now, enable/disable, overrides, hold and release.
+"""Operator controls (pgeu): run now, enable/disable, overrides, hold and release,
+cancel and retry a run.
 
 Every control validates fully before it writes: bad input raises a
-:class:`tickwork.errors.TickworkError` subclass and changes nothing.
+:class:`tickwork.errors.TickworkError` subclass and changes nothing. Every change writes
+its audit row (who, what, before → after) in the same transaction (schema/audit.py);
+``actor`` is the caller: a token's name (API, page) or ``cli:<os user>``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 import dramatiq
 from sqlalchemy import select
 
+from schema.audit import SYSTEM_ACTOR, Actor, record_audit
 from schema.base import utcnow
 from schema.engine import Database
-from schema.run_lifecycle import blocking
+from schema.run_lifecycle import blocking, may_move
 from schema.scheduling import JobRun, ScheduledJobConfig
 from schema.storable import check_text
-from tickwork.errors import JobBusyError, ScheduleError
+from tickwork.errors import JobBusyError, RunStateError, ScheduleError, UnknownRunError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, get_job
 from workers.scheduler.dispatcher import insert_run, lock_state
@@ -26,7 +30,12 @@ from workers.scheduler.publish import publish_run
 
 
 def trigger(
-    db: Database, broker: dramatiq.Broker | None, job_name: str, *, force: bool = False
+    db: Database,
+    broker: dramatiq.Broker | None,
+    job_name: str,
+    *,
+    force: bool = False,
+    actor: Actor | str = SYSTEM_ACTOR,
 ) -> int:
     """Run a job now: a manual run, sent at once (no jitter) and started as soon as a
     worker is free. Returns the run id.
@@ -60,6 +69,9 @@ def trigger(
         assert run_id is not None  # NULL slots never conflict
         run = session.get(JobRun, run_id)
         assert run is not None
+        record_audit(
+            session, actor, "trigger", f"job:{spec.name}", None, {"run_id": run_id, "force": force}
+        )
     if broker is not None:
         publish_run(broker, db, run, spec)
     return run_id
@@ -76,24 +88,49 @@ def _config(db_session: object, job_name: str) -> ScheduledJobConfig:
     return config
 
 
-def set_enabled(db: Database, job_name: str, enabled: bool) -> None:
+def set_enabled(
+    db: Database, job_name: str, enabled: bool, *, actor: Actor | str = SYSTEM_ACTOR
+) -> None:
     get_job(job_name)
     with db.session() as session:
         config = _config(session, job_name)
+        before = {"enabled": bool(config.enabled)}
         config.enabled = enabled
         config.updated_at = utcnow()
+        action = "enable" if enabled else "disable"
+        record_audit(session, actor, action, f"job:{job_name}", before, {"enabled": enabled})
 
 
-def set_notify_on_success(db: Database, job_name: str, notify: bool) -> None:
+def set_notify_on_success(
+    db: Database, job_name: str, notify: bool, *, actor: Actor | str = SYSTEM_ACTOR
+) -> None:
     get_job(job_name)
     with db.session() as session:
         config = _config(session, job_name)
+        before = {"notify_on_success": bool(config.notify_on_success)}
         config.notify_on_success = notify
         config.updated_at = utcnow()
+        record_audit(
+            session,
+            actor,
+            "notify-on-success",
+            f"job:{job_name}",
+            before,
+            {"notify_on_success": notify},
+        )
+
+
+def _override(config: ScheduledJobConfig) -> dict[str, Any]:
+    return {"times": config.override_times, "interval_s": config.override_interval_s}
 
 
 def set_schedule_override(
-    db: Database, job_name: str, *, times: str | None = None, interval: str | None = None
+    db: Database,
+    job_name: str,
+    *,
+    times: str | None = None,
+    interval: str | None = None,
+    actor: Actor | str = SYSTEM_ACTOR,
 ) -> None:
     """Override a job's schedule with daily times *or* an interval; both is an error.
 
@@ -111,19 +148,22 @@ def set_schedule_override(
     interval_s = parse_interval(interval) if interval else None
     with db.session() as session:
         config = _config(session, job_name)
+        before = _override(config)
         config.override_times = normalized_times
         config.override_interval_s = interval_s
         config.anchor_at = None
         config.updated_at = utcnow()
+        record_audit(session, actor, "set-schedule", f"job:{job_name}", before, _override(config))
 
 
-def hold(db: Database) -> None:
+def hold(db: Database, *, actor: Actor | str = SYSTEM_ACTOR) -> None:
     """Hold all jobs: ticks keep coming, nothing is dispatched until release."""
     with db.session() as session:
         state = lock_state(session)
-        if not state.held:
+        if not state.held:  # holding what is held changes nothing: no audit row
             state.held = True
             state.held_at = utcnow()
+            record_audit(session, actor, "hold", "scheduler", {"held": False}, {"held": True})
 
 
 def release(
@@ -131,6 +171,8 @@ def release(
     broker: dramatiq.Broker | None,
     mode: Literal["run-missed", "reschedule"],
     now: dt.datetime | None = None,
+    *,
+    actor: Actor | str = SYSTEM_ACTOR,
 ) -> list[str]:
     """Release held jobs. ``run-missed``: each job that missed a slot while held runs
     once now. ``reschedule``: missed slots are dropped and interval jobs count from now,
@@ -169,6 +211,14 @@ def release(
                 config.anchor_at = now.replace(microsecond=0)
         state.held = False
         state.held_at = None
+        record_audit(
+            session,
+            actor,
+            "release",
+            "scheduler",
+            {"held": True},
+            {"held": False, "mode": mode, "queued": [name for _id, name in queued]},
+        )
         # The current minute is dispatched by the next tick; everything before is settled.
         state.dispatched_until = (
             minute - dt.timedelta(seconds=1)
@@ -183,3 +233,93 @@ def release(
         if run is not None:
             publish_run(broker, db, run)
     return [name for _id, name in queued]
+
+
+CANCELABLE = ("queued", "running")
+
+
+def cancel_run(db: Database, run_id: int, *, actor: Actor | str = SYSTEM_ACTOR) -> str:
+    """Cancel a run. Queued: canceled at once (its message, when it comes, is dropped).
+    Running: the cancel is requested; the job sees ``ctx.cancelled`` (or
+    ``ctx.check_cancelled()`` raises) and stops, and however the run then ends it is
+    recorded ``canceled``. Returns the run's status after the request: ``canceled`` or
+    ``running``. A finished run cannot be canceled (:class:`RunStateError`)."""
+    now = utcnow()
+    with db.session() as session:
+        run = session.get(JobRun, run_id, with_for_update=True)
+        if run is None:
+            raise UnknownRunError(f"no run with id {run_id}")
+        if run.status not in CANCELABLE:
+            raise RunStateError(
+                f"run {run_id} of {run.job_name} is {run.status}: only a queued or running "
+                "run can be canceled"
+            )
+        before = {"status": run.status, "cancel_requested_at": None}
+        if run.cancel_requested_at is not None:
+            before["cancel_requested_at"] = run.cancel_requested_at.isoformat()
+        run.cancel_requested_at = run.cancel_requested_at or now
+        if run.status == "queued":
+            assert may_move("queued", "canceled")
+            run.status = "canceled"
+            run.finished_at = now
+            run.error = f"canceled before it started (by {_name(actor)})"
+        record_audit(
+            session,
+            actor,
+            "cancel",
+            f"run:{run_id}",
+            before,
+            {"status": run.status, "cancel_requested_at": run.cancel_requested_at.isoformat()},
+            detail=run.job_name,
+        )
+        return run.status
+
+
+def retry_run(
+    db: Database, broker: dramatiq.Broker | None, run_id: int, *, actor: Actor | str = SYSTEM_ACTOR
+) -> int:
+    """Queue a new run of a failed run's job, linked to it (``retry_of``), sent at once.
+    Refused (:class:`RunStateError`) unless the run failed. Returns the new run's id.
+    ``broker`` None: only recorded, for the outbox to send (as in :func:`trigger`)."""
+    with db.session() as session:
+        failed = _retryable(session.get(JobRun, run_id), run_id)
+        spec = get_job(failed.job_name)
+        new_id = insert_run(
+            session, spec.name, None, trigger="retry", status="queued", retry_of=run_id
+        )
+        assert new_id is not None  # NULL slots never conflict
+        run = session.get(JobRun, new_id)
+        assert run is not None
+        record_audit(
+            session,
+            actor,
+            "retry",
+            f"run:{run_id}",
+            {"status": "failed"},
+            {"retry_run_id": new_id},
+            detail=spec.name,
+        )
+    if broker is not None:
+        publish_run(broker, db, run, spec)
+    return new_id
+
+
+def check_retryable(db: Database, run_id: int) -> None:
+    """Raise what :func:`retry_run` would for this run (before a broker is looked for)."""
+    with db.session() as session:
+        _retryable(session.get(JobRun, run_id), run_id)
+
+
+def _retryable(run: JobRun | None, run_id: int) -> JobRun:
+    if run is None:
+        raise UnknownRunError(f"no run with id {run_id}")
+    if run.status != "failed":
+        raise RunStateError(
+            f"run {run_id} of {run.job_name} is {run.status}, not failed: only a failed "
+            "run can be retried (use trigger to run the job again)"
+        )
+    return run
+
+
+def _name(actor: Actor | str) -> str:
+    return actor.name if isinstance(actor, Actor) else actor

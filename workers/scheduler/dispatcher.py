@@ -258,7 +258,8 @@ def reap_stale_runs(
             + STALE_GRACE
         )
         if run.started_at is not None and now - run.started_at > limit:
-            run.status = "failed"
+            # A run an operator asked to cancel ends canceled, however it ends.
+            run.status = "canceled" if run.cancel_requested_at else "failed"
             run.finished_at = now
             run.error = (
                 f"worker lost: still running {int((now - run.started_at).total_seconds())} s "
