@@ -28,7 +28,7 @@ def fires(expr: str, start: dt.datetime, count: int, tz: str = "UTC") -> list[st
         ("0 0 * * * *", "hourly at :00", "2026-11-24T11:00:00+00:00"),
         ("0 */5 * * * *", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
         ("0 45 * * * *", "hourly at :45", "2026-11-24T10:45:00+00:00"),
-        ("15 * * * * *", "every minute", "2026-11-24T10:07:15+00:00"),
+        ("15 * * * * *", "every minute at second 15", "2026-11-24T10:07:15+00:00"),
         ("*/5 * * * *", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
         ("@hourly", "hourly at :00", "2026-11-24T11:00:00+00:00"),
         ("@daily", "daily at 00:00", "2026-11-25T00:00:00+00:00"),
@@ -37,12 +37,12 @@ def fires(expr: str, start: dt.datetime, count: int, tz: str = "UTC") -> list[st
         ("1 day", "every 1 day", "2026-11-25T00:00:00+00:00"),
         ("every 05:00", "every 5 minutes", "2026-11-24T10:10:00+00:00"),
         ("every 01:30:00", "every 90 minutes", "2026-11-24T10:30:00+00:00"),
-        ("02:30,14:00:05", "daily at 02:30, 14:00:05", "2026-11-24T14:00:05+00:00"),
+        ("02:30,14:00:05", "daily at 02:30 and 14:00:05", "2026-11-24T14:00:05+00:00"),
     ],
 )
 def test_forms_words_and_first_fire(expr: str, words: str, first: str) -> None:
     schedule = parse_schedule(expr)
-    assert words in schedule.words()
+    assert schedule.words() == words
     assert schedule.next_after(T0).isoformat() == first
 
 
