@@ -154,17 +154,17 @@ class CronSchedule(Schedule):
         return answer
 
     def _next_after(self, t: dt.datetime) -> dt.datetime:
-        local = t.astimezone(self.tz)
-        it = croniter(self.cron, local, day_or=self.day_or)
+        # croniter walks the wall clock (naive local times, no DST arithmetic); each wall
+        # time is then placed in time by the DST rule (see _instant). Placing is monotonic,
+        # so the first placed time after t is the answer.
+        wall = t.astimezone(self.tz).replace(tzinfo=None)
+        it = croniter(self.cron, wall, day_or=self.day_or)
         while True:
             try:
                 nxt: dt.datetime = it.get_next(dt.datetime)
             except CroniterBadDateError:
                 raise ScheduleError(f"{self.expression!r} never fires") from None
-            # Skip the second pass through a repeated (fall-back) hour.
-            if getattr(nxt, "fold", 0) == 1 and _is_ambiguous(nxt):
-                continue
-            utc = nxt.astimezone(UTC)
+            utc = _instant(nxt, self.tz)
             if utc > t:
                 return utc
 
@@ -239,6 +239,19 @@ def _day_matches(local: dt.datetime, parsed: CronFields) -> bool:
     return day_ok and weekday_ok
 
 
+def _instant(wall: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The UTC instant a local wall-clock time fires at: the DST rule, in one place.
+
+    A time the fall-back repeats fires on its first pass (fold=0); a time a spring-forward
+    gap removes fires at the first instant after the gap (several such times: once).
+    """
+    local = wall.replace(tzinfo=tz)  # fold=0
+    utc = local.astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != wall:
+        return _gap_end(local)
+    return utc
+
+
 def _gap_end(missing: dt.datetime) -> dt.datetime:
     """The first instant after the spring-forward gap that ``missing`` (a local time that
     does not exist) falls in: where cron's walk fires it too, so both forms agree."""
@@ -255,10 +268,6 @@ def _gap_end(missing: dt.datetime) -> dt.datetime:
 
 
 _SECOND = dt.timedelta(seconds=1)
-
-
-def _is_ambiguous(local: dt.datetime) -> bool:
-    return local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
 
 
 @dataclass
@@ -295,10 +304,7 @@ class DailyTimesSchedule(Schedule):
         local_day = t.astimezone(self.tz).date() - dt.timedelta(days=1)
         for _ in range(4):
             for at in self.times:
-                candidate = dt.datetime.combine(local_day, at, tzinfo=self.tz)  # fold=0
-                utc = candidate.astimezone(UTC)
-                if utc.astimezone(self.tz).replace(tzinfo=None) != candidate.replace(tzinfo=None):
-                    utc = _gap_end(candidate)  # the time does not exist that day
+                utc = _instant(dt.datetime.combine(local_day, at), self.tz)
                 if utc > t:
                     return utc
             local_day += dt.timedelta(days=1)
