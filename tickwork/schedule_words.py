@@ -52,7 +52,7 @@ def cron_words(fields: CronFields, tz: ZoneInfo) -> str:
     time = _time_phrase(fields)
     days = _day_phrase(fields)
     months = "" if len(fields.months) == 12 else "in " + _months(fields.months)
-    if not days and not months and time.startswith("at "):
+    if not days and time.startswith("at "):
         time = "daily " + time
     return " ".join(p for p in (time, days, months) if p) + zone_suffix(tz)
 
