@@ -131,10 +131,9 @@ def parse_fields(original: str, fields: list[str], has_seconds: bool) -> CronFie
 def _field(original: str, name: str, text: str) -> tuple[frozenset[int], bool]:
     """(values, begins with * or ?). L in day of month comes back as 0."""
     lo, hi, open_hi = _BOUNDS[name]
-    lowered = text.lower()
-    star = lowered.startswith(("*", "?"))
+    star = text.startswith(("*", "?"))
     values: set[int] = set()
-    for part in lowered.split(","):
+    for part in text.split(","):  # the original case, so errors quote what was written
         if not part:
             raise ScheduleError(f"cron {original!r}: {name} {text!r} has an empty list item")
         body, slash, step_text = part.partition("/")
@@ -154,7 +153,7 @@ def _field(original: str, name: str, text: str) -> tuple[frozenset[int], bool]:
         if body in ("*", "?"):
             values.update(range(lo, open_hi + 1, step))
             continue
-        if body == "l" and name == "day of month":
+        if body.lower() == "l" and name == "day of month":
             if slash:
                 raise ScheduleError(f"cron {original!r}: day of month 'L' takes no step")
             values.add(0)
@@ -179,8 +178,8 @@ def _field(original: str, name: str, text: str) -> tuple[frozenset[int], bool]:
 
 def _value(original: str, name: str, text: str) -> int:
     names = MONTH_NAMES if name == "month" else DAY_NAMES if name == "day of week" else ()
-    if text in names:
-        return names.index(text) + (1 if name == "month" else 0)
+    if text.lower() in names:
+        return names.index(text.lower()) + (1 if name == "month" else 0)
     if not _digits(text):
         raise ScheduleError(f"cron {original!r}: {name} {text!r} is not a number")
     lo, hi, _open_hi = _BOUNDS[name]

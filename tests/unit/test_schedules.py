@@ -430,3 +430,19 @@ def test_any_cron_is_accepted_with_words_or_refused_clearly(fields: list[str], t
         schedule.next_after(T0)
     except ScheduleError as exc:
         assert "never fires" in str(exc)
+
+
+def test_an_interval_override_reads_the_same_in_both_columns() -> None:
+    # Given an operator's 300-second interval override, when the job list shows its
+    # schedule and its words, then both say "every 5 minutes" (not "every 300 seconds").
+    from schema.scheduling import ScheduledJobConfig
+    from workers.registry import JobSpec
+    from workers.scheduler.effective import effective_schedule
+
+    spec = JobSpec(name="h19a_probe", fn=lambda *a, **k: None, description="probe")
+    config = ScheduledJobConfig(
+        job_name="h19a_probe", enabled=True, notify_on_success=False, override_interval_s=300
+    )
+    schedule = effective_schedule(spec, config).schedule
+    assert schedule is not None
+    assert schedule.expression == schedule.words() == "every 5 minutes"
