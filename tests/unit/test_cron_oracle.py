@@ -1,11 +1,11 @@
 """tickwork's cron maths against an independent implementation: systemd's calendar events.
 
-Each generated cron expression is translated *syntactically* into systemd OnCalendar
-specs (``DOW *-MON-DOM HH:MM:SS ZONE``; cron's "either day field" rule becomes the union
-of two specs), and ``systemd-analyze calendar --iterations=N`` lists the next instants
-from the same start. The two must agree, in UTC and in DST zones (New York, London, Lord
-Howe's 30-minute shift, Kolkata, Sydney), with one documented difference: systemd skips a
-local time that a spring-forward gap removes, tickwork fires it once at the gap's end
+Each generated cron expression is translated *syntactically* into systemd OnCalendar specs
+(``DOW *-MON-DOM HH:MM:SS ZONE``; cron's "either day field" rule becomes the union of two
+specs), and ``systemd-analyze calendar --iterations=N`` lists the next instants from the
+same start. The two must agree, in UTC and in DST zones (New York, London, Lord Howe's
+30-minute shift, Kolkata, Sydney, Santiago), with one documented difference: systemd skips
+a local time that a spring-forward gap removes, tickwork fires it once at the gap's end
 (docs/SCHEDULES.md). The oracle models that from systemd itself: it asks systemd, on the
 wall clock without a zone, whether the expression matches any time inside each gap.
 
@@ -39,6 +39,7 @@ ZONES = [
     "Australia/Lord_Howe",
     "Asia/Kolkata",
     "Australia/Sydney",
+    "America/Santiago",  # southern too, and its clocks change at midnight
 ]
 _DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
