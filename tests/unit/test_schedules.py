@@ -170,9 +170,9 @@ def test_fire_times_strictly_increase_and_skip_nothing(
 _CRON_PART = {
     "minute": st.sampled_from(["*", "0", "30", "*/5", "*/15", "0,30", "10-20", "59"]),
     "hour": st.sampled_from(["*", "0", "2", "3", "*/6", "1-5", "23", "8,17"]),
-    "dom": st.sampled_from(["*", "1", "15", "1,15", "*/10", "31", "28-31"]),
+    "dom": st.sampled_from(["*", "1", "15", "1,15", "*/10", "31", "28-31", "L", "*/2", "?"]),
     "month": st.sampled_from(["*", "1", "3", "10", "3,10", "*/2", "jan", "nov"]),
-    "dow": st.sampled_from(["*", "0", "7", "1-5", "sat,sun", "mon", "5"]),
+    "dow": st.sampled_from(["*", "0", "7", "1-5", "sat,sun", "mon", "5", "0-0", "fri-mon", "*/2"]),
     "second": st.sampled_from([None, "0", "30", "*/20", "0,45", "*"]),
 }
 
