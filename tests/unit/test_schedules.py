@@ -446,3 +446,24 @@ def test_an_interval_override_reads_the_same_in_both_columns() -> None:
     schedule = effective_schedule(spec, config).schedule
     assert schedule is not None
     assert schedule.expression == schedule.words() == "every 5 minutes"
+
+
+def test_the_machine_time_zone_does_not_move_fire_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the walk on naive wall-clock times, when the process runs in another zone
+    # (TZ set, as on a host that is not UTC), then the fire times are the same.
+    import time
+
+    start = dt.datetime(2026, 3, 7, 12, tzinfo=UTC)
+    expected = parse_schedule("*/20 2 * * *", "Europe/Paris").next_n(start, 6)
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        from tickwork.schedules import CronSchedule
+
+        fresh = parse_schedule("*/20 2 * * *", "Europe/Paris")
+        assert isinstance(fresh, CronSchedule)
+        got = [fresh._next_after(t) for t in [start, *expected[:-1]]]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert got == expected
