@@ -18,6 +18,7 @@ not exist fires once, at the first instant after the gap.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
 import itertools
@@ -28,7 +29,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from tickwork.cron_fields import CronFields, parse_fields
 from tickwork.errors import ScheduleError
+from tickwork.schedule_words import cron_words, daily_times_words, interval_words
+from tickwork.schedule_words import format_duration as format_duration  # re-exported
 
 UTC = dt.UTC
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,8 +45,6 @@ _NAMED = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
-_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _UNITS_S = {
     "second": 1,
     "seconds": 1,
@@ -74,10 +76,6 @@ def _digits(text: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() refuses or
     reads in surprising ways."""
     return text.isascii() and text.isdigit()
-
-
-_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 def zone(name: str) -> ZoneInfo:
@@ -132,10 +130,12 @@ class Schedule:
 class CronSchedule(Schedule):
     expression: str
     tz: ZoneInfo
-    cron: str = ""  # croniter form: seconds last, when present
+    cron: str = ""  # croniter form, built from the parsed sets: plain lists, seconds last
     has_seconds: bool = False
     kind: str = "cron"
     fields: list[str] = field(default_factory=list)  # minute hour dom month dow (+ second)
+    parsed: CronFields | None = None
+    day_or: bool = True  # croniter's day_or: see CronFields.day_or
 
     # The last answer: (asked, answer). Building a croniter is the dispatcher's hot path,
     # and a schedule is asked again each tick with a later t that usually has the same
@@ -144,9 +144,6 @@ class CronSchedule(Schedule):
     _last: tuple[dt.datetime, dt.datetime] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    # Fields expanded by croniter (None = any), for fires_between's fast path; None
-    # when the expression uses syntax only croniter's walk handles.
-    _expanded: _Expanded | None = field(default=None, repr=False, compare=False)
 
     def next_after(self, t: dt.datetime) -> dt.datetime:
         last = self._last
@@ -157,42 +154,39 @@ class CronSchedule(Schedule):
         return answer
 
     def _next_after(self, t: dt.datetime) -> dt.datetime:
-        local = t.astimezone(self.tz)
-        it = croniter(self.cron, local)
+        # croniter walks the wall clock (naive local times, no DST arithmetic); each wall
+        # time is then placed in time by the DST rule (see _instant). Placing is monotonic,
+        # so the first placed time after t is the answer.
+        wall = t.astimezone(self.tz).replace(tzinfo=None)
+        it = croniter(self.cron, wall, day_or=self.day_or)
         while True:
             try:
                 nxt: dt.datetime = it.get_next(dt.datetime)
             except CroniterBadDateError:
                 raise ScheduleError(f"{self.expression!r} never fires") from None
-            # Skip the second pass through a repeated (fall-back) hour.
-            if getattr(nxt, "fold", 0) == 1 and _is_ambiguous(nxt):
-                continue
-            utc = nxt.astimezone(UTC)
+            utc = _instant(nxt, self.tz)
             if utc > t:
                 return utc
 
     def fires_between(self, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
         # The dispatcher asks every job, every tick, about one minute. Matching that
         # minute against the expanded fields costs microseconds; walking croniter costs
-        # ~0.1 ms per job. Near a DST change, for long windows and for croniter-only
-        # syntax (L, W, #, ?) the exact croniter walk is used.
-        if (
-            self._expanded is None
-            or end - start > _FAST_WINDOW
-            or self._near_offset_change(start, end)
-        ):
+        # ~0.1 ms per job. Near a DST change and for long windows the exact croniter
+        # walk is used.
+        parsed = self.parsed
+        if parsed is None or end - start > _FAST_WINDOW or self._near_offset_change(start, end):
             yield from super().fires_between(start, end)
             return
-        minutes, hours, days, months, weekdays, seconds = self._expanded
+        seconds = sorted(parsed.seconds)
         offset = start.astimezone(self.tz).utcoffset() or dt.timedelta(0)
         minute = start.replace(second=0, microsecond=0)
         while minute <= end:
             local = minute + offset
             if (
-                (minutes is None or local.minute in minutes)
-                and (hours is None or local.hour in hours)
-                and (months is None or local.month in months)
-                and _day_matches(local, days, weekdays)
+                local.minute in parsed.minutes
+                and local.hour in parsed.hours
+                and local.month in parsed.months
+                and _day_matches(local, parsed)
             ):
                 for second in seconds:
                     slot = minute + dt.timedelta(seconds=second)
@@ -208,7 +202,8 @@ class CronSchedule(Schedule):
         )
 
     def words(self) -> str:
-        return _cron_words(self.fields, self.has_seconds, self.cron)
+        assert self.parsed is not None
+        return cron_words(self.parsed, self.tz)
 
     def warnings(self) -> list[str]:
         out = []
@@ -231,47 +226,48 @@ class CronSchedule(Schedule):
 _FAST_WINDOW = dt.timedelta(minutes=2)
 _DST_MARGIN = dt.timedelta(hours=3)  # a skipped slot fires at most this long after a gap
 _MINUTE = dt.timedelta(minutes=1)
-_Field = frozenset[int] | None
-# minutes, hours, days of month, months, days of week (0 = Sunday), seconds
-_Expanded = tuple[_Field, _Field, _Field, _Field, _Field, tuple[int, ...]]
 
 
-def _expand(it: croniter, fields: list[str], has_seconds: bool) -> _Expanded | None:
-    """The fast-path form of croniter's expansion, or None if it cannot express it."""
-    if any(ch in f.lower() for f in fields for ch in "lw#?"):
-        return None
-    expanded: list[_Field] = []
-    for values in it.expanded[:5]:
-        if values == ["*"]:
-            expanded.append(None)
-        elif all(isinstance(v, int) for v in values):
-            expanded.append(frozenset(values))
-        else:
-            return None
-    seconds: tuple[int, ...] = (0,)
-    if has_seconds:
-        raw = it.expanded[5]
-        if raw == ["*"]:
-            seconds = tuple(range(60))
-        elif all(isinstance(v, int) for v in raw):
-            seconds = tuple(sorted(raw))
-        else:
-            return None
-    minutes, hours, days, months, weekdays = expanded
-    return (minutes, hours, days, months, weekdays, seconds)
-
-
-def _day_matches(local: dt.datetime, days: _Field, weekdays: _Field) -> bool:
-    """Cron's day rule: when both day fields are restricted, either one matching will do."""
-    day_ok = days is None or local.day in days
-    weekday_ok = weekdays is None or (local.weekday() + 1) % 7 in weekdays
-    if days is not None and weekdays is not None:
+def _day_matches(local: dt.datetime, parsed: CronFields) -> bool:
+    """Cron's day rule (see CronFields.day_or), with L as the month's last day."""
+    day_ok = local.day in parsed.days or (
+        parsed.last_day and local.day == calendar.monthrange(local.year, local.month)[1]
+    )
+    weekday_ok = (local.weekday() + 1) % 7 in parsed.weekdays
+    if parsed.day_or:
         return day_ok or weekday_ok
     return day_ok and weekday_ok
 
 
-def _is_ambiguous(local: dt.datetime) -> bool:
-    return local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
+def _instant(wall: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The UTC instant a local wall-clock time fires at: the DST rule, in one place.
+
+    A time the fall-back repeats fires on its first pass (fold=0); a time a spring-forward
+    gap removes fires at the first instant after the gap (several such times: once).
+    """
+    local = wall.replace(tzinfo=tz)  # fold=0
+    utc = local.astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != wall:
+        return _gap_end(local)
+    return utc
+
+
+def _gap_end(missing: dt.datetime) -> dt.datetime:
+    """The first instant after the spring-forward gap that ``missing`` (a local time that
+    does not exist) falls in: where cron's walk fires it too, so both forms agree."""
+    late = missing.replace(fold=0).astimezone(UTC)  # read with the offset before the gap
+    early = missing.replace(fold=1).astimezone(UTC)  # read with the offset after it
+    after = late.astimezone(missing.tzinfo).utcoffset()
+    while late - early > _SECOND:  # offsets change on whole seconds
+        middle = early + (late - early) / 2
+        if middle.astimezone(missing.tzinfo).utcoffset() == after:
+            late = middle
+        else:
+            early = middle
+    return late.replace(microsecond=0)
+
+
+_SECOND = dt.timedelta(seconds=1)
 
 
 @dataclass
@@ -288,7 +284,7 @@ class IntervalSchedule(Schedule):
         return self.anchor + dt.timedelta(seconds=steps * self.every_s)
 
     def words(self) -> str:
-        return "every " + format_duration(self.every_s)
+        return interval_words(self.every_s)
 
     def nominal_interval_s(self) -> float:
         return float(self.every_s)
@@ -308,16 +304,14 @@ class DailyTimesSchedule(Schedule):
         local_day = t.astimezone(self.tz).date() - dt.timedelta(days=1)
         for _ in range(4):
             for at in self.times:
-                candidate = dt.datetime.combine(local_day, at, tzinfo=self.tz)  # fold=0
-                utc = candidate.astimezone(UTC)
+                utc = _instant(dt.datetime.combine(local_day, at), self.tz)
                 if utc > t:
                     return utc
             local_day += dt.timedelta(days=1)
         raise AssertionError("unreachable: a daily schedule fires every day")
 
     def words(self) -> str:
-        shown = ", ".join(_clock(at) for at in self.times)
-        return f"daily at {shown}" + _tz_suffix(self.tz)
+        return daily_times_words(self.times, self.tz)
 
 
 def parse_schedule(
@@ -367,28 +361,23 @@ def _cron(original: str, expr: str, tz: ZoneInfo) -> CronSchedule:
             "(minute hour day-of-month month day-of-week) or 6 (second first)"
         )
     has_seconds = len(fields) == 6
-    if has_seconds:
-        seconds, fields = fields[0], fields[1:]
-        _check_field(original, "second", seconds, 0, 59)
-    names = _CRON_FIELDS
-    for name, value, (lo, hi) in zip(names, fields, _CRON_RANGES, strict=True):
-        _check_field(original, name, value, lo, hi)
-    cron = " ".join(fields + ([seconds] if has_seconds else []))
+    # Barycenter writes seconds first; tickwork keeps them last, as croniter does.
+    all_fields = fields[1:] + fields[:1] if has_seconds else fields
+    parsed = parse_fields(original, all_fields, has_seconds)
+    _check_day_exists(original, parsed)
+    cron, day_or = parsed.croniter_expression()
     try:
-        it = croniter(cron, dt.datetime(2025, 1, 1, tzinfo=tz))
+        croniter(cron, dt.datetime(2025, 1, 1, tzinfo=tz), day_or=day_or)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
         raise ScheduleError(f"cron {original!r} is invalid: {exc}") from None
-    all_fields = fields + ([seconds] if has_seconds else [])
-    expanded = _expand(it, all_fields, has_seconds)
-    if expanded is not None:
-        _check_day_exists(original, expanded)
     return CronSchedule(
         original,
         tz,
         cron=cron,
         has_seconds=has_seconds,
         fields=all_fields,
-        _expanded=expanded,
+        parsed=parsed,
+        day_or=day_or,
     )
 
 
@@ -408,33 +397,16 @@ _DAYS_IN_MONTH = {
 }
 
 
-def _check_day_exists(original: str, expanded: _Expanded) -> None:
-    """Reject crons whose day of month never occurs in their months (``0 0 31 2 *``)."""
-    _minutes, _hours, days, months, weekdays, _seconds = expanded
-    if days is None or months is None or weekdays is not None:
+def _check_day_exists(original: str, parsed: CronFields) -> None:
+    """Reject crons whose day of month must match but never occurs (``0 0 31 2 *``)."""
+    if parsed.last_day or parsed.day_or:  # L, or a weekday, always comes round
         return
+    months, days = parsed.months, parsed.days
     if not any(day <= _DAYS_IN_MONTH[month] for month in months for day in days):
         raise ScheduleError(
             f"cron {original!r} never fires: day of month {sorted(days)} "
             f"does not occur in month {sorted(months)}"
         )
-
-
-def _check_field(original: str, name: str, value: str, lo: int, hi: int) -> None:
-    names = _MONTH_NAMES if name == "month" else _DAY_NAMES if name == "day of week" else []
-    for part in value.lower().split(","):
-        body, _, step = part.partition("/")
-        if step and (not _digits(step) or int(step) == 0):
-            raise ScheduleError(f"cron {original!r}: {name} step {step!r} must be a number ≥ 1")
-        if body in ("*", "?") or (name == "day of month" and body == "l"):
-            continue
-        for bound in body.split("-"):
-            if bound in names:
-                continue
-            if not _digits(bound):
-                raise ScheduleError(f"cron {original!r}: {name} {bound!r} is not a number")
-            if not lo <= int(bound) <= hi:
-                raise ScheduleError(f"cron {original!r}: {name} {bound} is out of range {lo}-{hi}")
 
 
 def _interval_words(text: str) -> int:
@@ -488,51 +460,6 @@ def parse_times(text: str) -> list[dt.time]:
     if not times:
         raise ScheduleError("no times given")
     return sorted(times)
-
-
-def format_duration(seconds: int) -> str:
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds % size == 0 and seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
-    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
-
-
-def _clock(at: dt.time) -> str:
-    return at.strftime("%H:%M:%S") if at.second else at.strftime("%H:%M")
-
-
-def _tz_suffix(tz: ZoneInfo) -> str:
-    return "" if tz.key == "UTC" else f" ({tz.key})"
-
-
-def _cron_words(fields: list[str], has_seconds: bool, cron: str) -> str:
-    minute, hour, dom, month, dow = fields[:5]
-    sec = fields[5] if has_seconds else "0"
-    plain = dom == "*" and month == "*" and dow in ("*", "?")
-    if plain and _digits(sec):
-        s = f":{int(sec):02d}" if int(sec) else ""
-        if _digits(minute) and hour == "*":
-            return f"hourly at :{int(minute):02d}{s}"
-        if _digits(minute) and _digits(hour):
-            return f"daily at {int(hour):02d}:{int(minute):02d}{s}"
-        if minute == "*" and hour == "*":
-            return "every minute" + (f" at second {int(sec)}" if s else "")
-        if minute.startswith("*/") and hour == "*" and not s:
-            return f"every {format_duration(int(minute[2:]) * 60)}"
-        if minute.startswith("*/") and hour == "*" and s:
-            return f"every {format_duration(int(minute[2:]) * 60)} at {s}"
-        if _digits(minute) and hour.startswith("*/"):
-            return f"every {format_duration(int(hour[2:]) * 3600)} at :{int(minute):02d}{s}"
-    if sec == "*" and minute == "*" and hour == "*" and plain:
-        return "every second"
-    try:
-        from cron_descriptor import get_description
-
-        five = " ".join(fields[:5])
-        return str(get_description(f"{sec} {five}" if has_seconds else five))
-    except Exception:
-        return cron
 
 
 def floor_minute(t: dt.datetime) -> dt.datetime:

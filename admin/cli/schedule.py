@@ -72,7 +72,7 @@ def explain(
             )
         )
         return
-    typer.echo(f"{expression}  →  {schedule.words()}  [{tz}]")
+    typer.echo(f"{expression}  →  {schedule.words()}")  # the words name a non-UTC zone
     for warning in schedule.warnings():
         typer.echo(f"warning: {warning}", err=True)
     for moment, utc in zip(moments, in_utc, strict=True):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from schema.engine import Database
 from schema.scheduling import ScheduledJobConfig
 from tickwork.errors import UnknownJobError
+from tickwork.schedule_words import interval_words
 from tickwork.schedules import (
     DailyTimesSchedule,
     IntervalSchedule,
@@ -56,7 +57,7 @@ def _override_times(times: str, timezone: str) -> Schedule:
 
 @functools.lru_cache(maxsize=16_384)
 def _override_interval(every_s: int, timezone: str, anchor: dt.datetime | None) -> Schedule:
-    interval = IntervalSchedule(f"every {every_s} seconds", zone(timezone), every_s=every_s)
+    interval = IntervalSchedule(interval_words(every_s), zone(timezone), every_s=every_s)
     if anchor is not None:
         interval.anchor = anchor
     return interval
