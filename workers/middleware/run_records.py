@@ -15,6 +15,7 @@ checked later, when the run has either finished (then dropped) or lost its worke
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.contracts import OVERLAP_OPTION
+from tickwork.errors import UnknownJobError
 from tickwork.scrub import scrub
 from workers.acks import Outcome, defer
 from workers.context import JobResult, RunContext, set_current_run
@@ -47,7 +49,9 @@ from workers.middleware.run_record_writer import (
     fail_unstarted,
     worker_name,
 )
+from workers.registry import get_job
 from workers.runtime import Runtime
+from workers.scheduler.workflows import queue_from_run
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +182,7 @@ class RunRecordMiddleware(Middleware):
             scheduled_for=scheduled_for,
             settings=settings,
             db=runtime.db,
+            queuer=functools.partial(_queue_from_run, broker=broker),
         )
         set_current_run(ctx)
         message.options["tickwork_run_id"] = ctx.run_id
@@ -340,16 +345,17 @@ class RunRecordMiddleware(Middleware):
             }
 
         writer = self._writer(self._runtime().db)
+        finish = FinishRun(ctx.run_id, values, then=_chained(ctx.job_name))
         if getattr(broker, "acks_after_outcome", False):
             # The thread moves on; the message's ack waits for the commit (workers/acks.py).
             pending = defer(message)
             writer.finish_later(
-                FinishRun(ctx.run_id, values),
+                finish,
                 lambda run, error: self._outcome_committed(ctx.run_id, run, error, pending),
             )
             return
         try:
-            run: JobRun | None = writer.finish(FinishRun(ctx.run_id, values))
+            run: JobRun | None = writer.finish(finish)
         except Exception:
             # Never raise here: Dramatiq would treat the job as failed and retry a job that
             # ran. The record stays "running"; the dispatcher reaps it past its time limit.
@@ -473,10 +479,29 @@ def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
         )
     other = session.scalars(
         select(JobRun.id)
-        .where(JobRun.job_name == run.job_name, JobRun.id != run.id, running_live(alive_after))
+        .where(
+            JobRun.job_name == run.job_name,
+            JobRun.entry == run.entry,  # overlap is judged per schedule entry
+            JobRun.id != run.id,
+            running_live(alive_after),
+        )
         .limit(1)
     ).first()
     return other is not None
+
+
+def _queue_from_run(
+    ctx: RunContext, job_name: str, *, broker: dramatiq.Broker, **options: Any
+) -> int:
+    return queue_from_run(ctx, broker, job_name, **options)
+
+
+def _chained(job_name: str) -> tuple[str, ...]:
+    """The jobs a success of ``job_name`` queues (its ``then``)."""
+    try:
+        return get_job(job_name).then
+    except UnknownJobError:
+        return ()
 
 
 def _sent_at(message: MessageProxy) -> dt.datetime | None:

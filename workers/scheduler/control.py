@@ -7,7 +7,7 @@ Every control validates fully before it writes: bad input raises a
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 import dramatiq
 from sqlalchemy import select
@@ -16,16 +16,22 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import blocking
 from schema.scheduling import JobRun, ScheduledJobConfig
-from tickwork.errors import JobBusyError, ScheduleError
+from tickwork.errors import JobBusyError, ScheduleError, ValidationError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
-from workers.registry import all_jobs, get_job
+from workers.registry import all_jobs, check_arguments, get_job
 from workers.scheduler.dispatcher import insert_run, lock_state
 from workers.scheduler.effective import effective_schedule
 from workers.scheduler.publish import publish_run
 
 
 def trigger(
-    db: Database, broker: dramatiq.Broker | None, job_name: str, *, force: bool = False
+    db: Database,
+    broker: dramatiq.Broker | None,
+    job_name: str,
+    *,
+    force: bool = False,
+    kwargs: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> int:
     """Run a job now: a manual run, sent at once (no jitter) and started as soon as a
     worker is free. Returns the run id.
@@ -36,10 +42,25 @@ def trigger(
 
     ``broker`` None: only record the run; the outbox of the process that runs the
     workers sends it (the CLI in the embedded mode, docs/RUN_LIFECYCLE.md).
+
+    ``kwargs`` are checked against the job's signature before anything is queued (a bad
+    one raises :class:`ValidationError` naming it). With ``idempotency_key``, asking
+    again with the same key returns the run the first request queued (a double click,
+    a retried HTTP call) instead of queueing another.
     """
     spec = get_job(job_name)
     settings = db.settings
+    arguments = check_arguments(spec.name, spec.fn, dict(kwargs or {}))
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 150:
+        raise ValidationError("idempotency key: 1 to 150 characters")
+    key = None if idempotency_key is None else f"client:{idempotency_key}"
     with db.session() as session:
+        if key is not None:
+            earlier = session.scalars(
+                select(JobRun.id).where(JobRun.job_name == spec.name, JobRun.idempotency_key == key)
+            ).first()
+            if earlier is not None:
+                return int(earlier)
         if not force:
             now = utcnow()
             going = session.scalars(
@@ -55,8 +76,20 @@ def trigger(
                     f"{since:%Y-%m-%d %H:%M:%S} UTC); not starting another. Wait for it, or "
                     "use --force (API: force=true) to run one alongside it"
                 )
-        run_id = insert_run(session, spec.name, None, trigger="manual", status="queued")
-        assert run_id is not None  # NULL slots never conflict
+        run_id = insert_run(
+            session,
+            spec.name,
+            None,
+            trigger="manual",
+            status="queued",
+            kwargs=arguments or None,
+            idempotency_key=key,
+        )
+        if run_id is None:  # the same key, committed by a racing request just now
+            raced = session.scalars(
+                select(JobRun.id).where(JobRun.job_name == spec.name, JobRun.idempotency_key == key)
+            ).one()
+            return int(raced)
         run = session.get(JobRun, run_id)
         assert run is not None
     if broker is not None:
@@ -80,6 +113,9 @@ def set_enabled(db: Database, job_name: str, enabled: bool) -> None:
     with db.session() as session:
         config = _config(session, job_name)
         config.enabled = enabled
+        if enabled:  # pause on failure counts again from zero
+            config.consecutive_failures = 0
+            config.disabled_reason = None
         config.updated_at = utcnow()
 
 

@@ -28,7 +28,7 @@ from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from tickwork.errors import ScheduleError
 from tickwork.schedules import floor_minute
 from workers.registry import JobSpec, all_jobs
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import EntrySchedule, effective_schedule, entry_schedules
 from workers.scheduler.publish import publish_run, republish_stranded
 
 logger = logging.getLogger(__name__)
@@ -121,26 +121,43 @@ def dispatch(
                 logger.error("job %s not dispatched: %s", spec.name, exc)
                 report.errors.append((spec.name, str(exc)))
                 continue
-            if effective.schedule is None or not effective.enabled:
+            if not effective.enabled:
                 continue
-            schedule = effective.schedule
-            # Slots of minutes whose tick never came (downtime): the catch-up policy.
-            if start < minute - dt.timedelta(seconds=1):
-                missed_from = max(start, minute - MAX_CATCHUP)
-                latest_missed = None
-                for slot in schedule.fires_between(missed_from, minute - dt.timedelta(seconds=1)):
-                    latest_missed = slot
-                if (
-                    latest_missed is not None
-                    and spec.catchup == "once"
-                    and _queue(
-                        session, spec, latest_missed, "catchup", busy, now, report, to_publish
-                    )
-                ):
-                    report.caught_up.append((spec.name, latest_missed))
-            current_start = max(start, minute - dt.timedelta(seconds=1))
-            for slot in schedule.fires_between(current_start, end):
-                _queue(session, spec, slot, "schedule", busy, now, report, to_publish)
+            try:
+                entries = entry_schedules(spec, configs.get(spec.name))
+            except ScheduleError as exc:
+                logger.error("job %s not dispatched: %s", spec.name, exc)
+                report.errors.append((spec.name, str(exc)))
+                continue
+            for entry in entries:  # the job's own schedule, then @job(entries=...)
+                schedule = entry.schedule
+                # Slots of minutes whose tick never came (downtime): the catch-up policy.
+                if start < minute - dt.timedelta(seconds=1):
+                    missed_from = max(start, minute - MAX_CATCHUP)
+                    latest_missed = None
+                    for slot in schedule.fires_between(
+                        missed_from, minute - dt.timedelta(seconds=1)
+                    ):
+                        latest_missed = slot
+                    if (
+                        latest_missed is not None
+                        and spec.catchup == "once"
+                        and _queue(
+                            session,
+                            spec,
+                            latest_missed,
+                            "catchup",
+                            busy,
+                            now,
+                            report,
+                            to_publish,
+                            entry,
+                        )
+                    ):
+                        report.caught_up.append((spec.name, latest_missed))
+                current_start = max(start, minute - dt.timedelta(seconds=1))
+                for slot in schedule.fires_between(current_start, end):
+                    _queue(session, spec, slot, "schedule", busy, now, report, to_publish, entry)
         state.dispatched_until = end
         reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
         session.flush()
@@ -165,14 +182,19 @@ def _queue(
     spec: JobSpec,
     slot: dt.datetime,
     trigger: str,
-    busy: set[str],
+    busy: set[tuple[str, str]],
     now: dt.datetime,
     report: DispatchReport,
     to_publish: list[tuple[int, str, dt.datetime]],
+    entry: EntrySchedule | None = None,
 ) -> bool:
+    slot_values: dict[str, Any] = {}
+    if entry is not None:
+        slot_values = {"entry": entry.entry, "kwargs": entry.kwargs}
+    key = (spec.name, slot_values.get("entry", ""))  # overlap is judged per schedule entry
     # Overlap is judged when a slot is due: for a slot still to come (a sub-minute
     # schedule's later slots, sent as delayed messages), the worker judges it then.
-    if spec.overlap == "skip" and spec.name in busy and slot <= now:
+    if spec.overlap == "skip" and key in busy and slot <= now:
         reason = "previous run still queued or running (overlap policy: skip)"
         if (
             insert_run(
@@ -183,16 +205,17 @@ def _queue(
                 status="skipped",
                 skip_reason=reason,
                 finished_at=utcnow(),
+                **slot_values,
             )
             is not None
         ):
             report.skipped.append((spec.name, slot, reason))
         return False
-    run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued")
+    run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued", **slot_values)
     if run_id is None:
         return False  # another tick or dispatcher already has this slot
     if slot <= now:
-        busy.add(spec.name)
+        busy.add(key)
     to_publish.append((run_id, spec.name, slot))
     report.queued.append((spec.name, slot))
     return True
@@ -200,16 +223,17 @@ def _queue(
 
 def busy_jobs(
     session: Session, now: dt.datetime, heartbeat_s: int, message_age_limit_s: int
-) -> set[str]:
-    """Jobs with a run that blocks their next slot (docs/RUN_LIFECYCLE.md): queued and
-    due, or running on a live worker. Provably dead runs do not count."""
+) -> set[tuple[str, str]]:
+    """(job, schedule entry) pairs with a run that blocks their next slot
+    (docs/RUN_LIFECYCLE.md): queued and due, or running on a live worker. Provably dead
+    runs do not count."""
     query = (
-        select(JobRun.job_name)
+        select(JobRun.job_name, JobRun.entry)
         .where(JobRun.status.in_(("queued", "running")))
         .where(blocking(now, heartbeat_s, message_age_limit_s))
         .distinct()
     )
-    return set(session.scalars(query))
+    return {(name, entry) for name, entry in session.execute(query)}
 
 
 def expire_lost_runs(session: Session, now: dt.datetime, message_age_limit_s: int) -> list[JobRun]:

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -46,6 +47,30 @@ def effective_schedule(spec: JobSpec, config: ScheduledJobConfig | None) -> Effe
     return EffectiveSchedule(
         parse_schedule(spec.schedule, spec.timezone, anchor=anchor), enabled, notify, "default"
     )
+
+
+@dataclass(frozen=True)
+class EntrySchedule:
+    """One schedule entry of a job as the dispatcher runs it: ``entry`` "" is the job's
+    own (operator overrides apply to it), the others come from ``@job(entries=...)``."""
+
+    entry: str
+    schedule: Schedule
+    kwargs: dict[str, Any] | None
+
+
+def entry_schedules(spec: JobSpec, config: ScheduledJobConfig | None) -> list[EntrySchedule]:
+    """Every schedule entry of the job (its own effective schedule first); the job's
+    enabled flag is not applied here."""
+    out = []
+    own = effective_schedule(spec, config).schedule
+    if own is not None:
+        out.append(EntrySchedule("", own, None))
+    anchor = config.anchor_at if config is not None else None
+    for entry in spec.entries:
+        schedule = parse_schedule(entry.schedule, entry.timezone or spec.timezone, anchor=anchor)
+        out.append(EntrySchedule(entry.name, schedule, dict(entry.kwargs) or None))
+    return out
 
 
 # Cached like parse_schedule: the dispatcher asks on every tick for every job.

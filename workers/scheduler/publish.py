@@ -62,8 +62,9 @@ def publish_run(
     options = {}
     if spec.overlap == "skip" and run.trigger in SLOT_TRIGGERS:
         options[OVERLAP_OPTION] = "skip"
+    kwargs = {**(run.kwargs or {}), "run_id": run.id}  # the run's arguments (entry, run now)
     message = message_for(
-        db.settings, spec.name, spec.queue, {"run_id": run.id}, message_id=run.message_id, **options
+        db.settings, spec.name, spec.queue, kwargs, message_id=run.message_id, **options
     )
     # Stamped with when it is due: Dramatiq's age limit then measures how late the run
     # is, not how far ahead of its slot it was sent.

@@ -1,0 +1,343 @@
+"""Workflows of issue 19 (docs/WORKFLOWS.md), given / when / then: chains exactly once
+(redelivery, two writers, two dispatchers), runs queued from a job's code, arguments,
+schedule entries, backfill, pause on failure and idempotency keys.
+
+Each ``flow`` test runs on SQLite + StubBroker and on PostgreSQL + RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from schema.base import utcnow
+from schema.engine import Database
+from schema.scheduling import JobRun, ScheduledJobConfig
+from tests.support.systems import System
+from tests.support.throwaway_jobs import ThrowawayJobs
+from tests.support.waiting import wait_for
+from tickwork.errors import ConfigError, ValidationError
+from tickwork.schedules import floor_minute
+from workers.context import RunContext
+from workers.middleware.run_record_writer import FinishRun, RunRecordWriter
+from workers.registry import Entry, all_jobs, check_chains, job, unregister
+from workers.scheduler import control
+from workers.scheduler.dispatcher import dispatch
+from workers.scheduler.workflows import backfill, chain_of, queue_from_run
+
+CALLS: list[tuple[str, dict[str, Any]]] = []
+FLOW_JOBS = ("w_first", "w_second", "w_third", "w_queuer", "w_sync", "w_flaky")
+
+
+def _declare() -> None:
+    CALLS.clear()
+
+    def w_first(ctx: RunContext) -> int:
+        CALLS.append(("w_first", {}))
+        return 1
+
+    def w_second(ctx: RunContext) -> int:
+        CALLS.append(("w_second", {}))
+        return 1
+
+    def w_third(ctx: RunContext) -> int:
+        CALLS.append(("w_third", {}))
+        return 1
+
+    def w_queuer(ctx: RunContext, delay_s: int = 0) -> int:
+        CALLS.append(("w_queuer", {}))
+        ctx.queue_job("w_sync", delay_s=delay_s, source="queued")
+        return 1
+
+    def w_sync(ctx: RunContext, source: str, full: bool = False) -> int:
+        CALLS.append(("w_sync", {"source": source, "full": full}))
+        return 1
+
+    def w_flaky(ctx: RunContext, fail: bool = True) -> int:
+        CALLS.append(("w_flaky", {"fail": fail}))
+        if fail:
+            raise RuntimeError("upstream down")
+        return 1
+
+    job(description="test: first of a chain", then=["w_second", "w_third"])(w_first)
+    job(description="test: second")(w_second)
+    job(description="test: third")(w_third)
+    job(description="test: queues w_sync from its code")(w_queuer)
+    job(
+        description="test: one function, several entries",
+        entries=[
+            Entry("a", "* * * * *", {"source": "A"}),
+            Entry("b", "*/2 * * * *", {"source": "B", "full": True}),
+        ],
+    )(w_sync)
+    job(description="test: fails", max_retries=0, pause_after_failures=2)(w_flaky)
+
+
+@pytest.fixture(params=["embedded", pytest.param("services", marks=pytest.mark.integration)])
+def flow(request: pytest.FixtureRequest, tj: ThrowawayJobs) -> Iterator[System]:
+    """The system under test with the workflow jobs declared before its actors are bound."""
+    _declare()
+    try:
+        yield request.getfixturevalue(request.param)
+    finally:
+        for name in FLOW_JOBS:
+            unregister(name)
+
+
+def runs(db: Database, name: str) -> list[JobRun]:
+    with db.session() as s:
+        return list(s.scalars(select(JobRun).where(JobRun.job_name == name).order_by(JobRun.id)))
+
+
+def finished(db: Database, name: str, count: int) -> bool:
+    done = [r for r in runs(db, name) if r.status in ("succeeded", "failed", "skipped")]
+    return len(done) >= count
+
+
+# --- chains ---------------------------------------------------------------------------
+def test_a_success_queues_the_chained_jobs_linked_to_it(flow: System) -> None:
+    # Given a job with then=[w_second, w_third], when a run of it succeeds,
+    run_id = control.trigger(flow.db, flow.broker, "w_first")
+    wait_for(
+        lambda: finished(flow.db, "w_third", 1) and finished(flow.db, "w_second", 1),
+        30,
+        "chained runs finished",
+    )
+    # then each chained job ran once, linked to the run that queued it.
+    for name in ("w_second", "w_third"):
+        (child,) = runs(flow.db, name)
+        assert (child.status, child.trigger, child.triggered_by) == ("succeeded", "chain", run_id)
+    parent, children = chain_of(flow.db, run_id)
+    assert parent is None and {c.job_name for c in children} == {"w_second", "w_third"}
+    assert chain_of(flow.db, children[0].id)[0].id == run_id  # type: ignore[union-attr]
+
+
+def test_a_redelivered_finishing_message_never_queues_a_chain_twice(flow: System) -> None:
+    # Given a chained run that succeeded and queued its chain,
+    run_id = control.trigger(flow.db, flow.broker, "w_first")
+    wait_for(
+        lambda: finished(flow.db, "w_third", 1) and finished(flow.db, "w_second", 1),
+        30,
+        "chain finished",
+    )
+    (parent,) = runs(flow.db, "w_first")
+    # when its message is delivered again, and its outcome is recorded again by two
+    # writers at once (as two processes would),
+    actor = flow.broker.get_actor("w_first")
+    flow.broker.enqueue(
+        actor.message_with_options(kwargs={"run_id": run_id}).copy(message_id=parent.message_id)
+    )
+    flow.drain()
+    values = {"status": "succeeded", "finished_at": utcnow(), "output": "", "error": None}
+    writers = [RunRecordWriter(flow.db), RunRecordWriter(flow.db)]
+    threads = [
+        threading.Thread(
+            target=w.finish, args=(FinishRun(run_id, dict(values), then=("w_second", "w_third")),)
+        )
+        for w in writers
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flow.drain()
+    # then the parent ran once and each chained job has exactly one run.
+    assert [c for c, _ in CALLS].count("w_first") == 1
+    assert len(runs(flow.db, "w_second")) == 1 and len(runs(flow.db, "w_third")) == 1
+
+
+def test_two_dispatchers_of_a_chained_slot_make_one_chain(flow: System) -> None:
+    # Given a scheduled chained job and two schedulers (each its own database handle),
+    other = Database(flow.db.settings)
+    spec = all_jobs()["w_first"]
+    import dataclasses
+
+    jobs = {"w_first": dataclasses.replace(spec, schedule="* * * * *")}
+    minute = floor_minute(utcnow())
+    # when both dispatch the same minute at once,
+    threads = [
+        threading.Thread(target=dispatch, args=(db, flow.broker, minute), kwargs={"jobs": jobs})
+        for db in (flow.db, other)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.dispose()
+    wait_for(
+        lambda: finished(flow.db, "w_third", 1) and finished(flow.db, "w_second", 1),
+        30,
+        "chain finished",
+    )
+    flow.drain()
+    # then one slot ran, and its chain ran once.
+    assert len(runs(flow.db, "w_first")) == 1
+    assert len(runs(flow.db, "w_second")) == 1 and len(runs(flow.db, "w_third")) == 1
+
+
+def test_a_chain_naming_an_unknown_job_or_a_cycle_is_refused() -> None:
+    # Given chains naming a job nobody declared, and chains that loop,
+    def f(ctx: RunContext) -> None:
+        return None
+
+    try:
+        job("w_loose", description="test", then=["w_nobody"])(f)
+        # when they are checked (start-up, `tickwork check`), then each is refused by name.
+        with pytest.raises(ConfigError, match="w_nobody"):
+            check_chains(all_jobs())
+        unregister("w_loose")
+        job("w_x", description="test", then=["w_y"])(f)
+        job("w_y", description="test", then=["w_z"])(f)
+        job("w_z", description="test", then=["w_x"])(f)
+        with pytest.raises(ConfigError, match="cycle refused: w_x -> w_y -> w_z -> w_x"):
+            check_chains(all_jobs())
+    finally:
+        for name in ("w_loose", "w_x", "w_y", "w_z"):
+            unregister(name)
+    check_chains(all_jobs())
+
+
+# --- a job queues another -------------------------------------------------------------
+def test_a_job_queues_another_from_its_code_once_per_request(flow: System) -> None:
+    # Given a job that queues w_sync from its code, when it runs,
+    run_id = control.trigger(flow.db, flow.broker, "w_queuer")
+    wait_for(lambda: finished(flow.db, "w_sync", 1), 30, "queued run finished")
+    # then w_sync ran with the arguments given, linked to the run that queued it,
+    (queued,) = runs(flow.db, "w_sync")
+    assert (queued.trigger, queued.triggered_by, queued.status) == ("job", run_id, "succeeded")
+    assert ("w_sync", {"source": "queued", "full": False}) in CALLS
+    # and a second execution of the same body (at-least-once) gets the same run back.
+    ctx = RunContext(run_id, "w_queuer", None, flow.db.settings, flow.db)
+    assert queue_from_run(ctx, None, "w_sync", kwargs={"source": "queued"}) == queued.id
+    # A delay puts the run off; bad arguments are refused naming the field.
+    later = RunContext(run_id, "w_queuer", None, flow.db.settings, flow.db, queued_count=5)
+    delayed = queue_from_run(later, None, "w_sync", delay_s=3600, kwargs={"source": "x"})
+    with flow.db.session() as s:
+        due = s.get(JobRun, delayed).scheduled_for  # type: ignore[union-attr]
+    assert due is not None and due > utcnow() + dt.timedelta(minutes=59)
+    with pytest.raises(ValidationError, match="'full'"):
+        queue_from_run(later, None, "w_sync", kwargs={"source": "x", "full": "yes"})
+
+
+# --- arguments ------------------------------------------------------------------------
+def test_run_now_with_arguments_checks_them_before_queueing(flow: System) -> None:
+    # Given a job with typed parameters, when run now with good arguments,
+    control.trigger(flow.db, flow.broker, "w_sync", kwargs={"source": "S", "full": True})
+    wait_for(lambda: finished(flow.db, "w_sync", 1), 30, "run finished")
+    # then the job got them;
+    assert ("w_sync", {"source": "S", "full": True}) in CALLS
+    assert runs(flow.db, "w_sync")[0].kwargs == {"source": "S", "full": True}
+    # bad ones are refused naming the field, and nothing is queued.
+    for bad, named in (
+        ({"source": 3}, "'source'"),
+        ({}, "source"),
+        ({"source": "S", "nope": 1}, "nope"),
+        ({"source": "S", "run_id": 1}, "run_id"),
+    ):
+        with pytest.raises(ValidationError, match=named):
+            control.trigger(flow.db, flow.broker, "w_sync", kwargs=bad, force=True)
+    assert len(runs(flow.db, "w_sync")) == 1
+
+
+def test_entries_of_one_job_run_with_their_own_arguments(flow: System) -> None:
+    # Given one function with two entries (A every minute, B every two minutes),
+    minute = floor_minute(utcnow())
+    even = minute - dt.timedelta(minutes=minute.minute % 2)
+    # when a minute due for both is dispatched,
+    dispatch(flow.db, flow.broker, even, jobs={"w_sync": all_jobs()["w_sync"]})
+    wait_for(lambda: finished(flow.db, "w_sync", 2), 30, "both entries ran")
+    # then both ran, at the same slot, each with its own arguments.
+    done = runs(flow.db, "w_sync")
+    assert {(r.entry, r.scheduled_for) for r in done} == {("a", even), ("b", even)}
+    assert ("w_sync", {"source": "A", "full": False}) in CALLS
+    assert ("w_sync", {"source": "B", "full": True}) in CALLS
+
+
+def test_an_entry_with_bad_arguments_is_refused_when_declared() -> None:
+    def f(ctx: RunContext, count: int) -> None:
+        return None
+
+    with pytest.raises(ValidationError, match=r"entry 'x'.*'count'"):
+        job("w_bad_entry", description="t", entries=[Entry("x", "@hourly", {"count": "1"})])(f)
+    assert "w_bad_entry" not in all_jobs()
+
+
+# --- idempotency key ------------------------------------------------------------------
+def test_run_now_with_an_idempotency_key_queues_one_run(flow: System) -> None:
+    # Given a run now with a key, when the same request comes again (double click, retry),
+    first = control.trigger(flow.db, flow.broker, "w_second", idempotency_key="click-1")
+    again = control.trigger(flow.db, flow.broker, "w_second", idempotency_key="click-1")
+    flow.drain()
+    # then it is the same run; another key is another run.
+    assert first == again and len(runs(flow.db, "w_second")) == 1
+    assert control.trigger(flow.db, flow.broker, "w_second", idempotency_key="click-2") != first
+
+
+# --- backfill -------------------------------------------------------------------------
+def test_backfill_queues_each_missed_slot_once_and_is_bounded(flow: System) -> None:
+    # Given an entry every minute, and one slot of the range that already ran,
+    now = floor_minute(utcnow())
+    start = now - dt.timedelta(minutes=10)
+    five_ago = now - dt.timedelta(minutes=5)
+    dispatch(flow.db, flow.broker, five_ago, jobs={"w_sync": all_jobs()["w_sync"]})
+    flow.drain()
+    before = {(r.entry, r.scheduled_for) for r in runs(flow.db, "w_sync")}
+    assert ("a", now - dt.timedelta(minutes=5)) in before
+    # when more slots than the bound are asked for, nothing is queued;
+    with pytest.raises(ValidationError, match="more than 5 slots"):
+        backfill(flow.db, flow.broker, "w_sync", start, now, max_runs=5, entry="a")
+    assert {(r.entry, r.scheduled_for) for r in runs(flow.db, "w_sync")} == before
+    # when entry a is backfilled over the range, twice,
+    queued = backfill(flow.db, flow.broker, "w_sync", start, now, entry="a")
+    again = backfill(flow.db, flow.broker, "w_sync", start, now, entry="a")
+    wait_for(lambda: finished(flow.db, "w_sync", len(before) + 10 - 1), 30, "backfill ran")
+    # then every slot in (start, now] has one run, the one that ran was not repeated.
+    slots = [r.scheduled_for for r in runs(flow.db, "w_sync") if r.entry == "a"]
+    assert sorted(slots) == [start + dt.timedelta(minutes=i) for i in range(1, 11)]
+    assert len(queued) == 9 and again == []
+    assert {r.trigger for r in runs(flow.db, "w_sync") if r.id in queued} == {"backfill"}
+    # Bad ranges are refused, naming what is wrong.
+    with pytest.raises(ValidationError, match="must be before"):
+        backfill(flow.db, flow.broker, "w_sync", now, start)
+    with pytest.raises(ValidationError, match="future"):
+        backfill(flow.db, flow.broker, "w_sync", start, now + dt.timedelta(hours=1))
+    with pytest.raises(ValidationError, match="no entry 'zz'"):
+        backfill(flow.db, flow.broker, "w_sync", start, now, entry="zz")
+
+
+# --- pause on failure -----------------------------------------------------------------
+def test_a_job_disables_itself_after_n_failures_in_a_row(flow: System) -> None:
+    # Given a job that pauses after 2 failed runs in a row,
+    control.trigger(flow.db, flow.broker, "w_flaky")
+    wait_for(lambda: finished(flow.db, "w_flaky", 1), 30, "first failure")
+    control.trigger(flow.db, flow.broker, "w_flaky", kwargs={"fail": False})
+    wait_for(lambda: finished(flow.db, "w_flaky", 2), 30, "a success")
+    # (a success in between resets the count)
+    control.trigger(flow.db, flow.broker, "w_flaky")
+    wait_for(lambda: finished(flow.db, "w_flaky", 3), 30, "second failure")
+    with flow.db.session() as s:
+        assert s.get(ScheduledJobConfig, "w_flaky").enabled  # type: ignore[union-attr]
+    # when it fails twice in a row,
+    control.trigger(flow.db, flow.broker, "w_flaky")
+
+    def paused() -> bool:
+        with flow.db.session() as s:
+            config = s.get(ScheduledJobConfig, "w_flaky")
+            return bool(config and not config.enabled)
+
+    wait_for(paused, 30, "job disabled")
+    # then it is disabled, and the run record says so;
+    last = runs(flow.db, "w_flaky")[-1]
+    assert "Job has been disabled: 2 failed runs in a row" in (last.error or "")
+    # enabling it again resets the count.
+    control.set_enabled(flow.db, "w_flaky", True)
+    with flow.db.session() as s:
+        config = s.get(ScheduledJobConfig, "w_flaky")
+        assert config is not None and config.consecutive_failures == 0
+        assert config.disabled_reason is None
+        assert s.scalar(select(func.count()).select_from(JobRun)) >= 4
