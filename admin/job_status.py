@@ -6,7 +6,7 @@ Shared by ``tickwork jobs`` and the admin API, so both always agree.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from workers.registry import all_jobs, get_job
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import effective_schedule, entry_schedules
 
 
 @dataclass
@@ -34,6 +34,14 @@ class JobStatus:
     last_success: dt.datetime | None
     last_skip: dt.datetime | None
     expected_interval_s: float | None
+    # Workflows (docs/WORKFLOWS.md): chain, more schedule entries, policies.
+    then: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    overlap: str = "skip"
+    catchup: str = "skip"
+    pause_after_failures: int | None = None
+    consecutive_failures: int = 0
+    disabled_reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,13 +92,15 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     last_skip = _latest(db, JobRun.status == "skipped")
     out = []
     for spec in all_jobs().values():
-        eff = effective_schedule(spec, configs.get(spec.name))
+        config = configs.get(spec.name)
+        eff = effective_schedule(spec, config)
         shown = spec.schedule
         if eff.source != "default" and eff.schedule is not None:
             shown = eff.schedule.expression
         next_run = None
-        if eff.schedule is not None and eff.enabled and not held:
-            next_run = eff.schedule.next_after(now)
+        entries = entry_schedules(spec, config)
+        if entries and eff.enabled and not held:
+            next_run = min(e.schedule.next_after(now) for e in entries)
         out.append(
             JobStatus(
                 name=spec.name,
@@ -107,6 +117,22 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 last_success=last_ok.get(spec.name, (None, None))[0],
                 last_skip=last_skip.get(spec.name, (None, None))[0],
                 expected_interval_s=eff.schedule.nominal_interval_s() if eff.schedule else None,
+                then=list(spec.then),
+                entries=[
+                    {
+                        "name": e.entry,
+                        "schedule": e.schedule.expression,
+                        "schedule_words": e.schedule.words(),
+                        "args": e.kwargs or {},
+                    }
+                    for e in entries
+                    if e.entry
+                ],
+                overlap=spec.overlap,
+                catchup=spec.catchup,
+                pause_after_failures=spec.pause_after_failures,
+                consecutive_failures=config.consecutive_failures if config else 0,
+                disabled_reason=config.disabled_reason if config else None,
             )
         )
     return out

@@ -11,7 +11,18 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import dramatiq
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
@@ -20,7 +31,7 @@ from admin.api import auth, dead_letters, models
 from admin.job_status import job_statuses, run_history
 from admin.run_handoff import runs_broker
 from schema.engine import Database
-from schema.scheduling import SchedulerState
+from schema.scheduling import JobRun, SchedulerState
 from tickwork.errors import (
     JobBusyError,
     NoRunningSystemError,
@@ -32,7 +43,7 @@ from tickwork.settings import Settings
 from workers.metrics.exposition import render_metrics
 from workers.registry import get_job
 from workers.runtime import Runtime
-from workers.scheduler import control
+from workers.scheduler import control, workflows
 
 WEB = FilePath(__file__).resolve().parent.parent / "web"
 JobName = Annotated[str, "a registered job's name"]
@@ -90,6 +101,10 @@ def create_app(
     async def nobody_runs_it(request: Request, exc: NoRunningSystemError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @app.exception_handler(ValidationError)
+    async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(ScheduleError)
     async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -128,10 +143,71 @@ def create_app(
     def trigger(
         name: JobName,
         force: Annotated[bool, Query(description="run alongside a run that is going")] = False,
+        body: Annotated[models.Trigger | None, Body()] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=150,
+                description="The same key again returns the run the first request queued.",
+            ),
+        ] = None,
     ) -> models.Triggered:
-        """Run the job now (no jitter). Refused (409) while a run of it is queued or
-        running, unless ``force``."""
-        return models.Triggered(run_id=control.trigger(db, runs_via(), name, force=force))
+        """Run the job now (no jitter), with ``args`` checked against the job's signature
+        first (422 naming the field). Refused (409) while a run of it is queued or
+        running, unless ``force``. An idempotency key (body or ``Idempotency-Key``
+        header) makes a retried request return the same run."""
+        request = body or models.Trigger()
+        run_id = control.trigger(
+            db,
+            runs_via(),
+            name,
+            force=force,
+            kwargs=request.args,
+            idempotency_key=request.idempotency_key or idempotency_key,
+        )
+        return models.Triggered(run_id=run_id)
+
+    @api.post(
+        "/jobs/{name}/backfill",
+        status_code=202,
+        response_model=models.Backfilled,
+        responses={
+            **NOT_FOUND,
+            **BAD_BODY,
+            422: {"model": models.Problem, "description": "bad range, or too many slots"},
+            503: {"model": models.Problem, "description": "nothing would run it (embedded)"},
+        },
+    )
+    def backfill(name: JobName, body: models.Backfill) -> models.Backfilled:
+        """Queue one run per slot of the job's schedule due in (start, end] that has no
+        run yet (trigger ``backfill``); more than ``max`` (default
+        TICKWORK_BACKFILL_MAX_RUNS) is refused before anything is queued."""
+        get_job(name)
+        run_ids = workflows.backfill(
+            db, runs_via(), name, body.start, body.end, max_runs=body.max, entry=body.entry
+        )
+        return models.Backfilled(run_ids=run_ids)
+
+    @api.get(
+        "/runs/{run_id}",
+        response_model=models.RunWithChain,
+        responses={404: {"model": models.Problem, "description": "no such run"}},
+    )
+    def one_run(run_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> models.RunWithChain:
+        """A run with its chain: the run that queued it and the runs it queued."""
+        with db.session() as session:
+            found = session.get(JobRun, run_id)
+        if found is None:
+            raise HTTPException(404, f"no run {run_id}")
+        parent, children = workflows.chain_of(db, run_id)
+        return models.RunWithChain.model_validate(
+            {
+                **models.Run.model_validate(found).model_dump(),
+                "parent": models.Run.model_validate(parent) if parent else None,
+                "children": [models.Run.model_validate(c) for c in children],
+            }
+        )
 
     @api.post("/jobs/{name}/enable", response_model=models.Job, responses=NOT_FOUND)
     def enable(name: JobName) -> models.Job:
