@@ -106,7 +106,9 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 name=spec.name,
                 description=spec.description,
                 schedule=shown,
-                schedule_words=eff.schedule.words() if eff.schedule else "on demand",
+                schedule_words=eff.schedule.words()
+                if eff.schedule
+                else ("its entries' schedules" if spec.entries else "on demand"),
                 schedule_source=eff.source,
                 timezone=spec.timezone,
                 enabled=eff.enabled,

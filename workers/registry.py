@@ -53,7 +53,7 @@ class JobSpec:
     max_retries: int | None = None  # None: settings.max_retries
     precheck: Precheck | None = None  # returns a reason to skip, or None to run
     catchup: Literal["skip", "once"] = "skip"
-    overlap: Literal["skip", "allow"] = "skip"
+    overlap: Literal["skip", "allow", "buffer_one"] = "skip"
     jitter_s: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     # Workflows (docs/WORKFLOWS.md): jobs queued when a run succeeds; more schedule
@@ -77,7 +77,7 @@ def job(
     max_retries: int | None = None,
     precheck: Precheck | None = None,
     catchup: Literal["skip", "once"] = "skip",
-    overlap: Literal["skip", "allow"] = "skip",
+    overlap: Literal["skip", "allow", "buffer_one"] = "skip",
     jitter_s: int = 0,
     then: Iterable[str] = (),
     entries: Iterable[Entry] = (),
@@ -97,8 +97,8 @@ def job(
         raise ValueError(f"pause_after_failures must be 1 or more, not {pause_after_failures}")
     if catchup not in ("skip", "once"):
         raise ValueError(f"catchup must be 'skip' or 'once', not {catchup!r}")
-    if overlap not in ("skip", "allow"):
-        raise ValueError(f"overlap must be 'skip' or 'allow', not {overlap!r}")
+    if overlap not in ("skip", "allow", "buffer_one"):
+        raise ValueError(f"overlap must be 'skip', 'allow' or 'buffer_one', not {overlap!r}")
     if queue not in queues.ALL:
         raise ValueError(f"queue must be one of {queues.ALL}, not {queue!r}")
 

@@ -15,9 +15,9 @@ function badge(td, status) {
   span.className = "status " + status; span.textContent = status; td.appendChild(span);
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, extraHeaders) {
   const response = await fetch(path, {
-    method, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    method, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(extraHeaders || {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) { logout("Your token was refused: log in again."); throw new Error("401"); }
@@ -45,12 +45,31 @@ async function refresh() {
       const row = body.insertRow(); row.dataset.job = job.name;
       if (!job.enabled) row.className = "disabled";
       const name = cell(row, job.name); name.title = job.description;
-      cell(row, job.schedule_words + (job.enabled ? "" : " (disabled)"));
+      const schedule = cell(row, job.schedule_words + (job.enabled ? "" : " (disabled)"));
+      workflowLines(schedule, job);
       cell(row, when(job.next_run));
       const last = cell(row, ""); badge(last, job.last_status);
       cell(row, when(job.last_success));
       const actions = row.insertCell();
-      button(actions, "Run now", async () => { await api("POST", `/api/jobs/${job.name}/trigger`); await showHistory(job.name); });
+      button(actions, "Run now", () => runNow(job.name, {}));
+      button(actions, "Run with…", async () => {
+        const typed = prompt(`Arguments for ${job.name}, as JSON (e.g. {"source": "A"})`, "{}");
+        if (typed === null) return;
+        let args;
+        try { args = JSON.parse(typed); } catch (e) { throw new Error("arguments: not JSON: " + e.message); }
+        await runNow(job.name, args);
+      });
+      if (job.schedule || job.entries.length) {
+        button(actions, "Backfill…", async () => {
+          const from = prompt("Backfill from (exclusive), ISO 8601 with a zone, e.g. 2026-11-30T00:00Z");
+          if (!from) return;
+          const to = prompt("to (inclusive)", new Date().toISOString().slice(0, 16) + "Z");
+          if (!to) return;
+          const done = await api("POST", `/api/jobs/${job.name}/backfill`, { start: from, end: to });
+          $("#note").textContent = `backfill of ${job.name}: queued ${done.run_ids.length} run(s)`;
+          await showHistory(job.name);
+        });
+      }
       button(actions, job.enabled ? "Disable" : "Enable", async () => {
         await api("POST", `/api/jobs/${job.name}/${job.enabled ? "disable" : "enable"}`); await refresh();
       });
@@ -73,8 +92,59 @@ async function refresh() {
 
 function button(parent, label, action) {
   const b = document.createElement("button"); b.textContent = label;
-  b.addEventListener("click", async () => { try { await action(); } catch (e) { $("#error").textContent = e.message; } });
+  b.addEventListener("click", async () => {
+    if (b.disabled) return;
+    b.disabled = true;  // a double click sends one request
+    try { await action(); } catch (e) { $("#error").textContent = e.message; } finally { b.disabled = false; }
+  });
   parent.appendChild(b);
+}
+
+// Run now; the idempotency key makes a retried request queue one run.
+async function runNow(name, args) {
+  const key = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
+  await api("POST", `/api/jobs/${name}/trigger`, { args }, { "Idempotency-Key": key });
+  await showHistory(name);
+}
+
+// Chains, more schedule entries and policies, under the schedule (docs/WORKFLOWS.md).
+function workflowLines(td, job) {
+  const lines = [];
+  for (const entry of job.entries) {
+    const args = Object.keys(entry.args).length ? " " + JSON.stringify(entry.args) : "";
+    lines.push(`entry ${entry.name}: ${entry.schedule_words}${args}`);
+  }
+  if (job.then.length) lines.push("then → " + job.then.join(", "));
+  if (job.overlap !== "skip") lines.push("overlap: " + job.overlap);
+  if (job.pause_after_failures) {
+    lines.push(`pauses after ${job.pause_after_failures} failures in a row (${job.consecutive_failures} now)`);
+  }
+  if (!job.enabled && job.disabled_reason) lines.push(job.disabled_reason);
+  for (const line of lines) {
+    const div = document.createElement("div"); div.className = "workflow"; div.textContent = line; td.appendChild(div);
+  }
+}
+
+// A run with its chain: the run that queued it and the runs it queued.
+async function showChain(runId) {
+  const run = await api("GET", `/api/runs/${runId}`);
+  const box = $("#chain"); box.hidden = false; box.textContent = "";
+  const title = document.createElement("h2"); title.textContent = `Run #${run.id} of ${run.job_name}: chain`;
+  box.appendChild(title);
+  const list = document.createElement("ul");
+  const item = (label, r) => {
+    const li = document.createElement("li"); li.dataset.chainRun = r.id;
+    li.textContent = `${label}: #${r.id} ${r.job_name} (${r.trigger}) `;
+    const span = document.createElement("span"); span.className = "status " + r.status; span.textContent = r.status;
+    li.appendChild(span); list.appendChild(li);
+  };
+  if (run.parent) item("queued by", run.parent);
+  item("this run", run);
+  for (const child of run.children) item("queued", child);
+  if (!run.parent && !run.children.length) {
+    const li = document.createElement("li"); li.textContent = "no chain: nothing queued it, it queued nothing"; list.appendChild(li);
+  }
+  box.appendChild(list);
 }
 
 async function showHistory(name, reload = true) {
@@ -85,7 +155,15 @@ async function showHistory(name, reload = true) {
   const body = $("#history tbody"); body.textContent = "";
   for (const run of runs) {
     const row = body.insertRow(); row.dataset.run = run.id;
-    cell(row, "#" + run.id); cell(row, run.trigger);
+    const id = cell(row, ""); const link = document.createElement("a");
+    link.href = "#"; link.textContent = "#" + run.id; link.title = "show its chain";
+    link.addEventListener("click", (e) => { e.preventDefault(); showChain(run.id).catch((err) => { $("#error").textContent = err.message; }); });
+    id.appendChild(link);
+    let trigger = run.trigger;
+    if (run.entry) trigger += ` (entry ${run.entry})`;
+    if (run.triggered_by) trigger += ` after #${run.triggered_by}`;
+    if (run.args && Object.keys(run.args).length) trigger += " " + JSON.stringify(run.args);
+    cell(row, trigger);
     badge(row.insertCell(), run.status);
     cell(row, when(run.scheduled_for)); cell(row, when(run.finished_at)); cell(row, text(run.records_processed));
     const out = row.insertCell(); const pre = document.createElement("pre");

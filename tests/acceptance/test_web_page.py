@@ -127,3 +127,54 @@ def test_dead_letters_of_the_broker_are_listed_replayed_and_purged(
         expect(page.locator("#dead-note")).to_have_text("purged 1")
         expect(page.locator("#dead tbody tr")).to_have_count(0)
         browser.close()
+
+
+@pytest.fixture
+def running_workflow_jobs(
+    tmp_path: Path, start_process: ProcessStarter
+) -> Iterator[tuple[str, str]]:
+    """A real `tickwork run` with a chained job and a job of several entries."""
+    yield from _serve(
+        tmp_path, start_process, TICKWORK_JOB_MODULES="tests.support.workflow_jobs_module"
+    )
+
+
+def test_chains_entries_and_run_with_arguments(running_workflow_jobs: tuple[str, str]) -> None:
+    """Issue 19: the page shows chains, entries and policies; runs a job with arguments;
+    a run's chain is shown from its history."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = running_workflow_jobs
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.click("#login button")
+        # Given the jobs table, then it shows the chain, the entries and the policy;
+        first = page.locator("#jobs tr[data-job='w_first']")
+        expect(first).to_contain_text("then → w_second", timeout=15_000)
+        sync = page.locator("#jobs tr[data-job='w_sync']")
+        expect(sync).to_contain_text('entry b: daily at 00:00 {"source":"B"}')
+        expect(sync).to_contain_text("pauses after 3 failures in a row")
+        # when w_sync is run with arguments typed in, then its run shows them and succeeds;
+        page.once("dialog", lambda dialog: dialog.accept('{"source": "typed"}'))
+        sync.get_by_role("button", name="Run with…").click()
+        manual = page.locator("#history tbody tr", has_text="manual").first
+        expect(manual).to_contain_text('{"source":"typed"}', timeout=15_000)
+        expect(manual.locator(".status")).to_have_text("succeeded", timeout=30_000)
+        expect(manual).to_contain_text("synced typed")
+        # and bad arguments are refused, naming the field.
+        page.once("dialog", lambda dialog: dialog.accept('{"source": 5}'))
+        sync.get_by_role("button", name="Run with…").click()
+        expect(page.locator("#error")).to_contain_text("'source'")
+        # When w_first runs, then w_second's run is queued after it, and the chain of
+        # w_first's run lists it.
+        first.get_by_role("button", name="Run now").click()
+        parent = page.locator("#history tbody tr", has_text="manual").first
+        expect(parent.locator(".status")).to_have_text("succeeded", timeout=30_000)
+        parent.locator("a").click()
+        child = page.locator("#chain li", has_text="w_second")
+        expect(child).to_contain_text("queued: #", timeout=15_000)
+        expect(child).to_contain_text("(chain)")
+        browser.close()

@@ -341,3 +341,32 @@ def test_a_job_disables_itself_after_n_failures_in_a_row(flow: System) -> None:
         assert config is not None and config.consecutive_failures == 0
         assert config.disabled_reason is None
         assert s.scalar(select(func.count()).select_from(JobRun)) >= 4
+
+
+# --- overlap buffer_one ---------------------------------------------------------------
+def test_buffer_one_keeps_one_run_waiting_behind_a_running_one(
+    flow: System, tj: ThrowawayJobs
+) -> None:
+    # Given a job with overlap buffer_one whose run is running,
+    jobs = tj.scheduled("t_slow", overlap="buffer_one")
+    control.trigger(flow.db, flow.broker, "t_slow")
+    wait_for(lambda: [r.status for r in runs(flow.db, "t_slow")] == ["running"], 30, "running")
+    minute = floor_minute(utcnow())
+    # when its next slot comes, it is queued and waits (not skipped, not run alongside);
+    dispatch(flow.db, flow.broker, minute, jobs=jobs)
+    # and when one more slot comes while that one waits, it is skipped with the reason;
+    later = minute + dt.timedelta(minutes=1)
+    dispatch(flow.db, flow.broker, later, now=later + dt.timedelta(seconds=1), jobs=jobs)
+    statuses = [(r.trigger, r.status) for r in runs(flow.db, "t_slow")]
+    assert statuses == [("manual", "running"), ("schedule", "queued"), ("schedule", "skipped")]
+    assert "buffer_one" in (runs(flow.db, "t_slow")[2].skip_reason or "")
+    import time
+
+    time.sleep(1.5)  # the waiting run's message came, found the job busy, and waits again
+    assert runs(flow.db, "t_slow")[1].status == "queued"
+    assert tj.calls == ["t_slow"]
+    # then when the running one ends, the buffered one runs.
+    tj.release_slow.set()
+    wait_for(lambda: runs(flow.db, "t_slow")[1].status == "succeeded", 30, "buffered run ran")
+    assert tj.calls == ["t_slow", "t_slow"]
+    assert runs(flow.db, "t_slow")[0].finished_at <= runs(flow.db, "t_slow")[1].started_at  # type: ignore[operator]

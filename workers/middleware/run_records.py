@@ -69,6 +69,13 @@ class StillRunning:
 
 
 @dataclass
+class Waiting:
+    """The run is buffered behind a running one of its job (overlap ``buffer_one``)."""
+
+    run_id: int
+
+
+@dataclass
 class Skipped:
     """The run was recorded skipped at its start (overlap): acknowledged, not run."""
 
@@ -142,14 +149,18 @@ class RunRecordMiddleware(Middleware):
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
         alive_after = live_after(utcnow(), settings.run_heartbeat_s)
-        started: tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None
-        skip_if_busy = message.options.get(OVERLAP_OPTION) == "skip"
+        started: (
+            tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | Waiting | None
+        )
+        overlap = message.options.get(OVERLAP_OPTION)
+        skip_if_busy = overlap == "skip"
+        wait_if_busy = overlap == "buffer_one"
 
         # Fast path, shared with the other threads' writes: mark the run started (or
         # create it for a plain message). It finds nothing when the run is finished or
         # its worker keeps dying. A slot that must not overlap takes the careful path.
         started = None
-        if not skip_if_busy:
+        if not (skip_if_busy or wait_if_busy):
             started = self._writer(runtime.db).start(
                 StartRun(
                     message_id=message.message_id,
@@ -162,7 +173,11 @@ class RunRecordMiddleware(Middleware):
             )
         if started is None:
             with runtime.db.session() as session:  # the careful path decides what to do
-                started = self._start_carefully(session, message, limit, alive_after, skip_if_busy)
+                started = self._start_carefully(
+                    session, message, limit, alive_after, skip_if_busy, wait_if_busy
+                )
+        if isinstance(started, Waiting):
+            self._hold_back(broker, message, started, settings.run_heartbeat_s)
         if isinstance(started, Skipped):
             self.finished(started.run)
             raise SkipMessage(started.run.skip_reason)
@@ -245,6 +260,19 @@ class RunRecordMiddleware(Middleware):
         broker.enqueue(message.copy(), delay=delay_ms)
         raise SkipMessage(f"run {busy.run_id} is still running on {busy.worker}")
 
+    def _hold_back(
+        self, broker: dramatiq.Broker, message: MessageProxy, waiting: Waiting, heartbeat_s: int
+    ) -> NoReturn:
+        """Overlap ``buffer_one``: the job is running, so this run waits (stays queued)
+        and its message comes back after a heartbeat interval to look again."""
+        logger.info(
+            "run %s of %s waits for the running one (overlap policy: buffer_one)",
+            waiting.run_id,
+            message.actor_name,
+        )
+        broker.enqueue(message.copy(), delay=heartbeat_s * 1000)
+        raise SkipMessage(f"run {waiting.run_id} buffered behind a running one")
+
     def _start_carefully(
         self,
         session: Session,
@@ -252,7 +280,8 @@ class RunRecordMiddleware(Middleware):
         limit: int,
         alive_after: dt.datetime,
         skip_if_busy: bool = False,
-    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None:
+        wait_if_busy: bool = False,
+    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | Waiting | None:
         """The run is finished (None), running on another delivery (StillRunning), given
         up on after its workers kept dying (the failed run, to be committed before the
         message is dead-lettered), skipped because its job is busy (Skipped), or
@@ -298,6 +327,8 @@ class RunRecordMiddleware(Middleware):
             run.finished_at = utcnow()
             session.flush()
             return Skipped(run)
+        if wait_if_busy and run.status == "queued" and _job_busy(session, run, alive_after):
+            return Waiting(run.id)
         run.status = "running"
         run.started_at = run.heartbeat_at = utcnow()
         run.attempts += 1

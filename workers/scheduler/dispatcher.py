@@ -113,6 +113,9 @@ def dispatch(
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
         lost = expire_lost_runs(session, now, db.settings.message_age_limit_s)
         busy = busy_jobs(session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s)
+        buffered = busy_jobs(
+            session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s, "queued"
+        )
         for spec in jobs.values():
             try:
                 effective = effective_schedule(spec, configs.get(spec.name))
@@ -152,12 +155,24 @@ def dispatch(
                             report,
                             to_publish,
                             entry,
+                            buffered,
                         )
                     ):
                         report.caught_up.append((spec.name, latest_missed))
                 current_start = max(start, minute - dt.timedelta(seconds=1))
                 for slot in schedule.fires_between(current_start, end):
-                    _queue(session, spec, slot, "schedule", busy, now, report, to_publish, entry)
+                    _queue(
+                        session,
+                        spec,
+                        slot,
+                        "schedule",
+                        busy,
+                        now,
+                        report,
+                        to_publish,
+                        entry,
+                        buffered,
+                    )
         state.dispatched_until = end
         reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
         session.flush()
@@ -187,15 +202,22 @@ def _queue(
     report: DispatchReport,
     to_publish: list[tuple[int, str, dt.datetime]],
     entry: EntrySchedule | None = None,
+    buffered: set[tuple[str, str]] | None = None,
 ) -> bool:
+    buffered = set() if buffered is None else buffered
     slot_values: dict[str, Any] = {}
     if entry is not None:
         slot_values = {"entry": entry.entry, "kwargs": entry.kwargs}
     key = (spec.name, slot_values.get("entry", ""))  # overlap is judged per schedule entry
     # Overlap is judged when a slot is due: for a slot still to come (a sub-minute
     # schedule's later slots, sent as delayed messages), the worker judges it then.
+    reason = None
     if spec.overlap == "skip" and key in busy and slot <= now:
         reason = "previous run still queued or running (overlap policy: skip)"
+    elif spec.overlap == "buffer_one" and key in busy and slot <= now and key in buffered:
+        # One run already waits behind the running one: keep at most one (Temporal).
+        reason = "a run is already waiting behind the running one (overlap policy: buffer_one)"
+    if reason is not None:
         if (
             insert_run(
                 session,
@@ -215,6 +237,8 @@ def _queue(
     if run_id is None:
         return False  # another tick or dispatcher already has this slot
     if slot <= now:
+        if key in busy:
+            buffered.add(key)  # queued behind a busy job: the worker holds it until free
         busy.add(key)
     to_publish.append((run_id, spec.name, slot))
     report.queued.append((spec.name, slot))
@@ -222,14 +246,18 @@ def _queue(
 
 
 def busy_jobs(
-    session: Session, now: dt.datetime, heartbeat_s: int, message_age_limit_s: int
+    session: Session,
+    now: dt.datetime,
+    heartbeat_s: int,
+    message_age_limit_s: int,
+    *statuses: str,
 ) -> set[tuple[str, str]]:
     """(job, schedule entry) pairs with a run that blocks their next slot
     (docs/RUN_LIFECYCLE.md): queued and due, or running on a live worker. Provably dead
-    runs do not count."""
+    runs do not count. ``statuses``: only runs in these (``queued``: a run waiting)."""
     query = (
         select(JobRun.job_name, JobRun.entry)
-        .where(JobRun.status.in_(("queued", "running")))
+        .where(JobRun.status.in_(statuses or ("queued", "running")))
         .where(blocking(now, heartbeat_s, message_age_limit_s))
         .distinct()
     )
