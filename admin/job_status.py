@@ -15,7 +15,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from workers.registry import all_jobs, get_job
-from workers.scheduler.effective import effective_schedule, entry_schedules
+from workers.scheduler.effective import effective_schedule, entry_schedules, last_starts
 
 
 @dataclass
@@ -39,6 +39,7 @@ class JobStatus:
     entries: list[dict[str, Any]] = field(default_factory=list)
     overlap: str = "skip"
     catchup: str = "skip"
+    interval_from: str = "epoch"
     pause_after_failures: int | None = None
     consecutive_failures: int = 0
     disabled_reason: str | None = None
@@ -86,6 +87,7 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     with db.session() as session:
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
         state = session.get(SchedulerState, 1)
+        started = last_starts(session, all_jobs().values())
     held = bool(state and state.held)
     last_any = _latest(db, JobRun.status != "queued")
     last_ok = _latest(db, JobRun.status == "succeeded")
@@ -93,12 +95,12 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     out = []
     for spec in all_jobs().values():
         config = configs.get(spec.name)
-        eff = effective_schedule(spec, config)
+        eff = effective_schedule(spec, config, started.get(spec.name))
         shown = spec.schedule
         if eff.source != "default" and eff.schedule is not None:
             shown = eff.schedule.expression
         next_run = None
-        entries = entry_schedules(spec, config)
+        entries = entry_schedules(spec, config, started.get(spec.name))
         if entries and eff.enabled and not held:
             next_run = min(e.schedule.next_after(now) for e in entries)
         out.append(
@@ -132,6 +134,7 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 ],
                 overlap=spec.overlap,
                 catchup=spec.catchup,
+                interval_from=spec.interval_from,
                 pause_after_failures=spec.pause_after_failures,
                 consecutive_failures=config.consecutive_failures if config else 0,
                 disabled_reason=config.disabled_reason if config else None,

@@ -61,6 +61,9 @@ class JobSpec:
     then: tuple[str, ...] = ()
     entries: tuple[Entry, ...] = ()
     pause_after_failures: int | None = None
+    # "last_start": an interval counts from the last run's start (pgeu: a manual run
+    # shifts the next one); "epoch": fixed slots (the default).
+    interval_from: Literal["epoch", "last_start"] = "epoch"
 
 
 _jobs: dict[str, JobSpec] = {}
@@ -82,6 +85,7 @@ def job(
     then: Iterable[str] = (),
     entries: Iterable[Entry] = (),
     pause_after_failures: int | None = None,
+    interval_from: Literal["epoch", "last_start"] = "epoch",
 ) -> Callable[[JobFn], JobFn]:
     """Declare a job. The decorated function is returned unchanged (callable in tests).
 
@@ -110,6 +114,17 @@ def job(
             except ScheduleError as exc:
                 raise ScheduleError(f"job {job_name!r}: {exc}") from None
         _check_entries(job_name, fn, more, timezone)
+        if interval_from not in ("epoch", "last_start"):
+            raise ValueError(
+                f"interval_from must be 'epoch' or 'last_start', not {interval_from!r}"
+            )
+        if interval_from == "last_start" and (
+            schedule is None or parse_schedule(schedule, timezone).kind != "interval"
+        ):
+            raise ScheduleError(
+                f"job {job_name!r}: interval_from='last_start' needs an interval schedule "
+                f"('10 minutes', 'every HH:MM:SS'), not {schedule!r}"
+            )
         if len(set(chained)) != len(chained):
             raise ValueError(f"job {job_name!r}: then names a job twice: {list(chained)}")
         existing = _jobs.get(job_name)
@@ -131,6 +146,7 @@ def job(
             then=chained,
             entries=more,
             pause_after_failures=pause_after_failures,
+            interval_from=interval_from,
         )
         return fn
 

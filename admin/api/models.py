@@ -39,6 +39,7 @@ class Job(BaseModel):
     entries: list[ScheduleEntry] = Field(description="More schedules, with their arguments.")
     overlap: str
     catchup: str
+    interval_from: str = Field(description="epoch: fixed slots; last_start: from the last start.")
     pause_after_failures: int | None = Field(description="Failed runs in a row that disable it.")
     consecutive_failures: int
     disabled_reason: str | None

@@ -116,6 +116,7 @@ function workflowLines(td, job) {
   }
   if (job.then.length) lines.push("then → " + job.then.join(", "));
   if (job.overlap !== "skip") lines.push("overlap: " + job.overlap);
+  if (job.interval_from === "last_start") lines.push("interval counted from the last start");
   if (job.pause_after_failures) {
     lines.push(`pauses after ${job.pause_after_failures} failures in a row (${job.consecutive_failures} now)`);
   }

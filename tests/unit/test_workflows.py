@@ -370,3 +370,46 @@ def test_buffer_one_keeps_one_run_waiting_behind_a_running_one(
     wait_for(lambda: runs(flow.db, "t_slow")[1].status == "succeeded", 30, "buffered run ran")
     assert tj.calls == ["t_slow", "t_slow"]
     assert runs(flow.db, "t_slow")[0].finished_at <= runs(flow.db, "t_slow")[1].started_at  # type: ignore[operator]
+
+
+# --- interval from the last start -----------------------------------------------------
+def test_an_interval_from_the_last_start_is_shifted_by_a_manual_run(
+    flow: System, tj: ThrowawayJobs
+) -> None:
+    # Given a 10-minute interval counted from the last start (pgeu), and one on the epoch,
+    from_start = tj.scheduled("t_count", "10 minutes", interval_from="last_start")
+    on_epoch = tj.scheduled("t_count", "10 minutes")
+    # when a manual run starts,
+    control.trigger(flow.db, flow.broker, "t_count")
+    wait_for(lambda: finished(flow.db, "t_count", 1), 30, "manual run")
+    (manual,) = runs(flow.db, "t_count")
+    assert manual.started_at is not None
+    started = manual.started_at.replace(microsecond=0)
+    # then the next slot is 10 minutes after it, not at the next multiple of 10 minutes;
+    from workers.scheduler.effective import effective_schedule, last_starts
+
+    with flow.db.session() as s:
+        last = last_starts(s, from_start.values())["t_count"]
+    shifted = effective_schedule(from_start["t_count"], None, last).schedule
+    fixed = effective_schedule(on_epoch["t_count"], None, last).schedule
+    assert shifted is not None and fixed is not None
+    assert shifted.next_after(started) == started + dt.timedelta(minutes=10)
+    assert fixed.next_after(started).minute % 10 == 0 and fixed.next_after(started).second == 0
+    # and the dispatcher runs that slot when its minute comes, and not before.
+    due = started + dt.timedelta(minutes=10)
+    before = floor_minute(due) - dt.timedelta(minutes=1)
+    dispatch(flow.db, flow.broker, before, now=before, jobs=from_start)
+    assert len(runs(flow.db, "t_count")) == 1
+    dispatch(flow.db, flow.broker, due, now=due, jobs=from_start)
+    assert [r.scheduled_for for r in runs(flow.db, "t_count")][1:] == [due]
+
+
+def test_interval_from_last_start_needs_an_interval_schedule() -> None:
+    from tickwork.errors import ScheduleError
+
+    def f(ctx: RunContext) -> None:
+        return None
+
+    with pytest.raises(ScheduleError, match="needs an interval schedule"):
+        job("w_cron_from_start", description="t", schedule="@hourly", interval_from="last_start")(f)
+    assert "w_cron_from_start" not in all_jobs()

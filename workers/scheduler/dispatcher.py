@@ -28,7 +28,12 @@ from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from tickwork.errors import ScheduleError
 from tickwork.schedules import floor_minute
 from workers.registry import JobSpec, all_jobs
-from workers.scheduler.effective import EntrySchedule, effective_schedule, entry_schedules
+from workers.scheduler.effective import (
+    EntrySchedule,
+    effective_schedule,
+    entry_schedules,
+    last_starts,
+)
 from workers.scheduler.publish import publish_run, republish_stranded
 
 logger = logging.getLogger(__name__)
@@ -111,6 +116,7 @@ def dispatch(
             return report  # this minute was already dispatched (duplicate tick)
         report.window = (start, end)
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
+        started = last_starts(session, jobs.values())
         lost = expire_lost_runs(session, now, db.settings.message_age_limit_s)
         busy = busy_jobs(session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s)
         buffered = busy_jobs(
@@ -118,7 +124,7 @@ def dispatch(
         )
         for spec in jobs.values():
             try:
-                effective = effective_schedule(spec, configs.get(spec.name))
+                effective = effective_schedule(spec, configs.get(spec.name), started.get(spec.name))
             except ScheduleError as exc:
                 # One bad override must not stop every other job's dispatch.
                 logger.error("job %s not dispatched: %s", spec.name, exc)
@@ -127,7 +133,7 @@ def dispatch(
             if not effective.enabled:
                 continue
             try:
-                entries = entry_schedules(spec, configs.get(spec.name))
+                entries = entry_schedules(spec, configs.get(spec.name), started.get(spec.name))
             except ScheduleError as exc:
                 logger.error("job %s not dispatched: %s", spec.name, exc)
                 report.errors.append((spec.name, str(exc)))
