@@ -20,6 +20,7 @@ from schema.base import Base, BigIntPK, created_at, intpk
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "canceled")
 FINISHED_STATUSES = ("succeeded", "failed", "skipped", "canceled")
+CLIENT_KEY_PREFIX = "client:"  # run now's idempotency keys (CLI, API, producers.jobs)
 RUN_TRIGGERS = ("schedule", "catchup", "manual", "message", "chain", "job", "backfill")
 
 

@@ -413,3 +413,32 @@ def test_interval_from_last_start_needs_an_interval_schedule() -> None:
     with pytest.raises(ScheduleError, match="needs an interval schedule"):
         job("w_cron_from_start", description="t", schedule="@hourly", interval_from="last_start")(f)
     assert "w_cron_from_start" not in all_jobs()
+
+
+# --- a service asks for a run (producers.jobs) ----------------------------------------
+def test_a_service_requests_a_run_once_per_key_and_the_outbox_sends_it(flow: System) -> None:
+    from producers.jobs import request_run
+    from workers.scheduler.publish import republish_stranded
+
+    # Given a service recording run requests (it cannot import the jobs), twice one key,
+    first = request_run(flow.db, "w_sync", kwargs={"source": "svc"}, idempotency_key="r1")
+    again = request_run(flow.db, "w_sync", kwargs={"source": "svc"}, idempotency_key="r1")
+    unknown = request_run(flow.db, "w_nobody")
+    # (the same key through run now returns the same run too)
+    same = {"source": "svc"}
+    assert (
+        control.trigger(flow.db, flow.broker, "w_sync", kwargs=same, idempotency_key="r1") == first
+    )
+    assert first == again
+    # when the outbox passes,
+    republish_stranded(flow.broker, flow.db, utcnow() + dt.timedelta(seconds=30))
+    wait_for(lambda: finished(flow.db, "w_sync", 1), 30, "requested run ran")
+    # then the run ran once with its arguments, and a run of an unknown job is failed
+    # with the reason instead of waiting forever.
+    assert [c for c in CALLS if c[0] == "w_sync"] == [("w_sync", {"source": "svc", "full": False})]
+    with flow.db.session() as s:
+        gone = s.get(JobRun, unknown)
+        assert gone is not None and gone.status == "failed"
+        assert "no job named 'w_nobody'" in (gone.error or "")
+    with pytest.raises(ValidationError, match="run_id"):
+        request_run(flow.db, "w_sync", kwargs={"run_id": 3})

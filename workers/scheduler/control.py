@@ -15,7 +15,7 @@ from sqlalchemy import select
 from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import blocking
-from schema.scheduling import JobRun, ScheduledJobConfig
+from schema.scheduling import CLIENT_KEY_PREFIX, JobRun, ScheduledJobConfig
 from tickwork.errors import JobBusyError, ScheduleError, ValidationError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, check_arguments, get_job
@@ -53,7 +53,7 @@ def trigger(
     arguments = check_arguments(spec.name, spec.fn, dict(kwargs or {}))
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 150:
         raise ValidationError("idempotency key: 1 to 150 characters")
-    key = None if idempotency_key is None else f"client:{idempotency_key}"
+    key = None if idempotency_key is None else CLIENT_KEY_PREFIX + idempotency_key
     with db.session() as session:
         if key is not None:
             earlier = session.scalars(

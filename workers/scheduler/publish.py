@@ -26,6 +26,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
 from tickwork.contracts import OVERLAP_OPTION
+from tickwork.errors import UnknownJobError
 from tickwork.publish import message_for, send
 from workers.registry import JobSpec, get_job
 
@@ -128,7 +129,19 @@ def republish_stranded(
     for run in runs:
         try:
             spec = get_job(run.job_name)
-        except Exception:
+        except UnknownJobError as exc:
+            # Recorded by a process that could not check the name (producers.jobs): it
+            # can never run, so it is failed with the reason instead of waiting forever.
+            _fail_unknown(db, run.id, str(exc))
             continue
         sent += publish_run(broker, db, run, spec, now)
     return sent
+
+
+def _fail_unknown(db: Database, run_id: int, why: str) -> None:
+    with db.session() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.status == "queued")
+            .values(status="failed", finished_at=utcnow(), error=f"not sent: {why}")
+        )
