@@ -442,3 +442,60 @@ def test_a_service_requests_a_run_once_per_key_and_the_outbox_sends_it(flow: Sys
         assert "no job named 'w_nobody'" in (gone.error or "")
     with pytest.raises(ValidationError, match="run_id"):
         request_run(flow.db, "w_sync", kwargs={"run_id": 3})
+
+
+def test_the_failure_e_mail_says_the_job_was_disabled(sqlite_db: Database) -> None:
+    from workers.scheduler.notifications import compose
+    from workers.scheduler.workflows import PauseOnFailure
+
+    # Given a job that pauses after one failure, and its failed run,
+    _declare()
+    try:
+        job("w_once", description="t", pause_after_failures=1)(lambda ctx: None)
+        with sqlite_db.session() as s:
+            run = JobRun(job_name="w_once", trigger="manual", status="failed", error="boom")
+            s.add(run)
+        # when the run-finished hooks see it (pause first, then the e-mail),
+        PauseOnFailure(sqlite_db)(run)
+        mail = compose(run, sqlite_db.settings)
+        # then the e-mail and the record say the job was disabled, and it is.
+        assert "Job has been disabled: 1 failed runs in a row" in mail.get_content()
+        with sqlite_db.session() as s:
+            assert "Job has been disabled" in (s.get(JobRun, run.id).error or "")  # type: ignore[union-attr]
+            assert not s.get(ScheduledJobConfig, "w_once").enabled  # type: ignore[union-attr]
+    finally:
+        unregister("w_once")
+        for name in FLOW_JOBS:
+            unregister(name)
+
+
+def test_tickwork_check_names_a_chain_cycle(tmp_path: Any) -> None:
+    from admin.checks import collect_checks
+    from tests.conftest import make_settings
+
+    def f(ctx: RunContext) -> None:
+        return None
+
+    job("w_p", description="t", then=["w_q"])(f)
+    job("w_q", description="t", then=["w_p"])(f)
+    try:
+        results = {r.name: r for r in collect_checks(make_settings(tmp_path))}
+    finally:
+        unregister("w_p")
+        unregister("w_q")
+    assert not results["schedules"].ok
+    assert "chain cycle refused: w_p -> w_q -> w_p" in results["schedules"].detail
+
+
+def test_release_run_missed_runs_each_entry_that_missed_a_slot_once(flow: System) -> None:
+    from workers.scheduler.dispatcher import advance_watermark
+
+    # Given jobs held for five minutes (w_sync has two entries, both missed slots),
+    advance_watermark(flow.db, floor_minute(utcnow()) - dt.timedelta(minutes=5))
+    control.hold(flow.db)
+    # when released with run-missed,
+    control.release(flow.db, flow.broker, "run-missed")
+    wait_for(lambda: finished(flow.db, "w_sync", 2), 30, "missed entries ran")
+    # then each entry ran once, with its arguments.
+    assert sorted(r.entry for r in runs(flow.db, "w_sync")) == ["a", "b"]
+    assert {c[1]["source"] for c in CALLS if c[0] == "w_sync"} == {"A", "B"}

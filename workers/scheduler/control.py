@@ -20,7 +20,7 @@ from tickwork.errors import JobBusyError, ScheduleError, ValidationError
 from tickwork.schedules import floor_minute, parse_interval, parse_times
 from workers.registry import all_jobs, check_arguments, get_job
 from workers.scheduler.dispatcher import insert_run, lock_state
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import effective_schedule, entry_schedules
 from workers.scheduler.publish import publish_run
 
 
@@ -183,18 +183,30 @@ def release(
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
         for spec in all_jobs().values():
             effective = effective_schedule(spec, configs.get(spec.name))
-            if effective.schedule is None or not effective.enabled:
+            if not effective.enabled:
                 continue
-            missed = list(effective.schedule.fires_between(since, now))
-            if not missed:
+            if mode == "run-missed":  # each schedule entry that missed a slot, once
+                for entry in entry_schedules(spec, configs.get(spec.name)):
+                    missed = list(entry.schedule.fires_between(since, now))
+                    if not missed:
+                        continue
+                    run_id = insert_run(
+                        session,
+                        spec.name,
+                        missed[-1],
+                        trigger="catchup",
+                        status="queued",
+                        entry=entry.entry,
+                        kwargs=entry.kwargs,
+                    )
+                    if run_id is not None:
+                        queued.append((run_id, spec.name))
                 continue
-            if mode == "run-missed":
-                run_id = insert_run(
-                    session, spec.name, missed[-1], trigger="catchup", status="queued"
-                )
-                if run_id is not None:
-                    queued.append((run_id, spec.name))
-            elif (
+            if effective.schedule is None or not list(
+                effective.schedule.fires_between(since, now)
+            ):
+                continue
+            if (
                 effective.source != "override times"
                 and spec.schedule
                 and (effective.schedule.kind == "interval")
