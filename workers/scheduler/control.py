@@ -202,9 +202,7 @@ def release(
                     if run_id is not None:
                         queued.append((run_id, spec.name))
                 continue
-            if effective.schedule is None or not list(
-                effective.schedule.fires_between(since, now)
-            ):
+            if effective.schedule is None or not list(effective.schedule.fires_between(since, now)):
                 continue
             if (
                 effective.source != "override times"
