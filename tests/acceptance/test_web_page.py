@@ -3,6 +3,7 @@ log in with a token, run a job now, see its run appear with its output."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
@@ -168,9 +169,21 @@ def test_chains_entries_and_run_with_arguments(running_workflow_jobs: tuple[str,
         page.once("dialog", lambda dialog: dialog.accept('{"source": 5}'))
         sync.get_by_role("button", name="Run with…").click()
         expect(page.locator("#error")).to_contain_text("'source'")
+        # When w_sync is backfilled over the last three hours (two prompts: from, to),
+        # then one run per hourly and daily slot in it is queued, and said so.
+        now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        answers = [(now - dt.timedelta(hours=3)).isoformat(), now.isoformat()]
+        page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
+        sync.get_by_role("button", name="Backfill…").click()
+        slots = 3 + (1 if now.hour < 3 or (now.hour == 3 and now.minute == 0) else 0)
+        expect(page.locator("#note")).to_have_text(
+            f"backfill of w_sync: queued {slots} run(s)", timeout=15_000
+        )
+        expect(page.locator("#history tbody tr", has_text="backfill")).to_have_count(slots)
         # When w_first runs, then w_second's run is queued after it, and the chain of
         # w_first's run lists it.
         first.get_by_role("button", name="Run now").click()
+        expect(page.locator("#history-title")).to_have_text("Runs of w_first")
         parent = page.locator("#history tbody tr", has_text="manual").first
         expect(parent.locator(".status")).to_have_text("succeeded", timeout=30_000)
         parent.locator("a").click()
