@@ -171,11 +171,14 @@ def test_chains_entries_and_run_with_arguments(running_workflow_jobs: tuple[str,
         expect(page.locator("#error")).to_contain_text("'source'")
         # When w_sync is backfilled over the last three hours (two prompts: from, to),
         # then one run per hourly and daily slot in it is queued, and said so.
-        now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-        answers = [(now - dt.timedelta(hours=3)).isoformat(), now.isoformat()]
+        # (ending before `tickwork run` started, so none of its slots ran already)
+        end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=2)
+        start = end - dt.timedelta(hours=3)
+        answers = [start.isoformat(), end.isoformat()]
         page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
         sync.get_by_role("button", name="Backfill…").click()
-        slots = 3 + (1 if now.hour < 3 or (now.hour == 3 and now.minute == 0) else 0)
+        minutes = [start + dt.timedelta(minutes=m) for m in range(1, 181)]
+        slots = sum(t.minute == 0 for t in minutes) + sum(t.minute == t.hour == 0 for t in minutes)
         expect(page.locator("#note")).to_have_text(
             f"backfill of w_sync: queued {slots} run(s)", timeout=15_000
         )
