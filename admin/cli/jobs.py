@@ -120,6 +120,8 @@ def _job_row(s: JobStatus, held: bool) -> dict[str, output.Cell]:
     if s.then:
         schedule += f"\nthen → {', '.join(s.then)}"
     policies = [f"overlap {s.overlap}"] if s.overlap != "skip" else []
+    if s.catchup != "skip":
+        policies.append(f"catchup {s.catchup}")
     if s.interval_from == "last_start":
         policies.append("interval from the last start")
     if s.pause_after_failures:
