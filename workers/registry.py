@@ -171,8 +171,9 @@ def _check_entries(job_name: str, fn: JobFn, entries: tuple[Entry, ...], timezon
 
 
 def check_chains(jobs: Mapping[str, JobSpec]) -> None:
-    """Every ``then`` names a declared job and no chain leads back to where it started;
-    raises :class:`ConfigError` naming the job (start-up and ``tickwork check``)."""
+    """Every ``then`` names a declared job that runs without arguments, and no chain
+    leads back to where it started; raises :class:`ConfigError` naming the job (start-up
+    and ``tickwork check``)."""
     for spec in jobs.values():
         for child in spec.then:
             if child not in jobs:
@@ -181,6 +182,10 @@ def check_chains(jobs: Mapping[str, JobSpec]) -> None:
                     f"job {spec.name!r}: then names {child!r}, which is not a registered "
                     f"job (known: {known})"
                 )
+            try:  # a chained run gets no arguments: a job that needs some could never run
+                check_arguments(child, jobs[child].fn, {})
+            except ValidationError as exc:
+                raise ConfigError(f"job {spec.name!r}: then names {child!r}: {exc}") from None
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, path: list[str]) -> None:

@@ -181,6 +181,15 @@ def test_two_dispatchers_of_a_chained_slot_make_one_chain(flow: System) -> None:
 
 
 def test_a_chain_naming_an_unknown_job_or_a_cycle_is_refused() -> None:
+    _declare()  # w_sync needs an argument
+    try:
+        _chains_refused()
+    finally:
+        for name in FLOW_JOBS:
+            unregister(name)
+
+
+def _chains_refused() -> None:
     # Given chains naming a job nobody declared, and chains that loop,
     def f(ctx: RunContext) -> None:
         return None
@@ -191,13 +200,18 @@ def test_a_chain_naming_an_unknown_job_or_a_cycle_is_refused() -> None:
         with pytest.raises(ConfigError, match="w_nobody"):
             check_chains(all_jobs())
         unregister("w_loose")
+        # (and a chain to a job that needs arguments, which a chained run never gets)
+        job("w_needy_parent", description="test", then=["w_sync"])(f)
+        with pytest.raises(ConfigError, match=r"then names 'w_sync'.*'source'"):
+            check_chains(all_jobs())
+        unregister("w_needy_parent")
         job("w_x", description="test", then=["w_y"])(f)
         job("w_y", description="test", then=["w_z"])(f)
         job("w_z", description="test", then=["w_x"])(f)
         with pytest.raises(ConfigError, match="cycle refused: w_x -> w_y -> w_z -> w_x"):
             check_chains(all_jobs())
     finally:
-        for name in ("w_loose", "w_x", "w_y", "w_z"):
+        for name in ("w_loose", "w_needy_parent", "w_x", "w_y", "w_z"):
             unregister(name)
     check_chains(all_jobs())
 
