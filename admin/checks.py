@@ -12,7 +12,7 @@ from schema.engine import Database
 from tickwork.errors import TickworkError
 from tickwork.settings import Settings
 from workers.app import import_job_modules
-from workers.registry import all_jobs
+from workers.registry import all_jobs, check_chains
 from workers.scheduler.effective import check_overrides_name_known_jobs
 
 
@@ -81,9 +81,10 @@ def collect_checks(
 
     def schedules() -> str:
         import_job_modules(settings)  # @job refuses a schedule that does not parse
+        check_chains(all_jobs())  # a chain to an unknown job, or a cycle
         if db_holder:
             check_overrides_name_known_jobs(db_holder[0], all_jobs())
-        return f"{len(all_jobs())} jobs, every schedule valid"
+        return f"{len(all_jobs())} jobs, every schedule and chain valid"
 
     report("schedules", schedules)
 

@@ -6,7 +6,7 @@ Shared by ``tickwork jobs`` and the admin API, so both always agree.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from workers.registry import all_jobs, get_job
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import effective_schedule, entry_schedules, last_starts
 
 
 @dataclass
@@ -37,6 +37,15 @@ class JobStatus:
     # The operator's override as stored (the page's edit form starts from it).
     override_times: str | None = None
     override_interval_s: int | None = None
+    # Workflows (docs/WORKFLOWS.md): chain, more schedule entries, policies.
+    then: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    overlap: str = "skip"
+    catchup: str = "skip"
+    interval_from: str = "epoch"
+    pause_after_failures: int | None = None
+    consecutive_failures: int = 0
+    disabled_reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -81,6 +90,7 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     with db.session() as session:
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
         state = session.get(SchedulerState, 1)
+        started = last_starts(session, all_jobs().values())
     held = bool(state and state.held)
     last_any = _latest(db, JobRun.status != "queued")
     last_ok = _latest(db, JobRun.status == "succeeded")
@@ -88,19 +98,22 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
     out = []
     for spec in all_jobs().values():
         config = configs.get(spec.name)
-        eff = effective_schedule(spec, config)
+        eff = effective_schedule(spec, config, started.get(spec.name))
         shown = spec.schedule
         if eff.source != "default" and eff.schedule is not None:
             shown = eff.schedule.expression
         next_run = None
-        if eff.schedule is not None and eff.enabled and not held:
-            next_run = eff.schedule.next_after(now)
+        entries = entry_schedules(spec, config, started.get(spec.name))
+        if entries and eff.enabled and not held:
+            next_run = min(e.schedule.next_after(now) for e in entries)
         out.append(
             JobStatus(
                 name=spec.name,
                 description=spec.description,
                 schedule=shown,
-                schedule_words=eff.schedule.words() if eff.schedule else "on demand",
+                schedule_words=eff.schedule.words()
+                if eff.schedule
+                else ("its entries' schedules" if spec.entries else "on demand"),
                 schedule_source=eff.source,
                 timezone=spec.timezone,
                 enabled=eff.enabled,
@@ -113,6 +126,23 @@ def job_statuses(db: Database, now: dt.datetime | None = None) -> list[JobStatus
                 expected_interval_s=eff.schedule.nominal_interval_s() if eff.schedule else None,
                 override_times=config.override_times if config else None,
                 override_interval_s=config.override_interval_s if config else None,
+                then=list(spec.then),
+                entries=[
+                    {
+                        "name": e.entry,
+                        "schedule": e.schedule.expression,
+                        "schedule_words": e.schedule.words(),
+                        "args": e.kwargs or {},
+                    }
+                    for e in entries
+                    if e.entry
+                ],
+                overlap=spec.overlap,
+                catchup=spec.catchup,
+                interval_from=spec.interval_from,
+                pause_after_failures=spec.pause_after_failures,
+                consecutive_failures=config.consecutive_failures if config else 0,
+                disabled_reason=config.disabled_reason if config else None,
             )
         )
     return out

@@ -35,6 +35,7 @@ ACTIONS = (
     "dead-letter-purge",
     "cancel",
     "retry",
+    "backfill",
     "token-create",
     "token-revoke",
 )

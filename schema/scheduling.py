@@ -1,22 +1,27 @@
 """Scheduled-job configuration, the scheduler's own state, and the run history.
 
-``JobRun`` has a unique (job_name, scheduled_for) key: it is what makes a scheduled
-slot run exactly once, whatever duplicate ticks or racing dispatchers do.
-Manual runs have no slot (NULL), and NULLs never collide in a unique key.
+``JobRun`` has a unique (job_name, entry, scheduled_for) key: it is what makes a
+scheduled slot of a job's schedule entry run exactly once, whatever duplicate ticks,
+racing dispatchers or a backfill do. Manual runs have no slot (NULL), and NULLs never
+collide in a unique key. A second unique key, (job_name, idempotency_key), makes a
+chained run (key ``after:<parent run id>``), a run queued from a job's code, and a run
+now with a client's idempotency key exist once, however often they are asked for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from schema.base import Base, created_at, intpk
+from schema.base import Base, BigIntPK, created_at, intpk
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "canceled")
 FINISHED_STATUSES = ("succeeded", "failed", "skipped", "canceled")
-RUN_TRIGGERS = ("schedule", "catchup", "manual", "message", "retry")
+CLIENT_KEY_PREFIX = "client:"  # run now's idempotency keys (CLI, API, producers.jobs)
+RUN_TRIGGERS = ("schedule", "catchup", "manual", "message", "retry", "chain", "job", "backfill")
 
 
 class ScheduledJobConfig(Base):
@@ -40,6 +45,10 @@ class ScheduledJobConfig(Base):
     # "Reschedule as if just run": interval schedules count from here when set.
     anchor_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime | None]
+    # Pause on failure (docs/WORKFLOWS.md): failed runs in a row, reset by a success
+    # and by enabling the job again; why the job disabled itself, if it did.
+    consecutive_failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class SchedulerState(Base):
@@ -58,7 +67,8 @@ class SchedulerState(Base):
 class JobRun(Base):
     __tablename__ = "job_runs"
     __table_args__ = (
-        UniqueConstraint("job_name", "scheduled_for"),
+        UniqueConstraint("job_name", "entry", "scheduled_for"),
+        UniqueConstraint("job_name", "idempotency_key"),
         Index("ix_job_runs_job_name_queued_at", "job_name", "queued_at"),
     )
 
@@ -91,3 +101,13 @@ class JobRun(Base):
     retry_of: Mapped[int | None] = mapped_column(
         ForeignKey("job_runs.id", ondelete="SET NULL"), index=True
     )
+    # Workflows (docs/WORKFLOWS.md): the schedule entry a slot belongs to ("" for the
+    # job's own schedule), the keyword arguments the job is called with, the run whose
+    # success (chain) or code (ctx.queue_job) queued this one, and the key that makes
+    # such a run, or a client's run now, exist once.
+    entry: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    kwargs: Mapped[dict[str, Any] | None]
+    triggered_by: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("job_runs.id", ondelete="SET NULL"), index=True
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))

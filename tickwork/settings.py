@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     max_redeliveries: int = Field(
         3, ge=1, le=100, description="Deliveries of one message before it is dead-lettered."
     )
+    backfill_max_runs: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="A backfill refuses to queue more runs than this unless given a max.",
+    )
 
     # --- MetaDeploy-style jobs ----------------------------------------------------------
     job_time_limit_s: int = Field(3_600, ge=1, description="run_flows time limit (long queue).")

@@ -28,6 +28,7 @@ from workers.registry import bind_jobs
 from workers.runtime import Runtime, get_runtime, set_runtime
 from workers.scheduler.actors import bind_scheduler_actors
 from workers.scheduler.notifications import RunNotifier
+from workers.scheduler.workflows import ChainPublisher, PauseOnFailure
 
 # The built-in jobs, one module per domain; the user's come from TICKWORK_JOB_MODULES.
 BUILT_IN_JOB_MODULES = (
@@ -67,6 +68,9 @@ def build_runtime(settings: Settings, db: Database | None = None) -> Runtime:
 
     run_records = run_record_middleware(broker)
     job_metrics = install_job_metrics(database)
+    # Workflows first: pause on failure writes on the run what the e-mail then says.
+    run_records.on_finished.append(PauseOnFailure(database))
+    run_records.on_finished.append(ChainPublisher(database, broker))
     run_records.on_finished.append(RunNotifier(settings, database))
     run_records.on_finished.append(job_metrics.record_finished)
 

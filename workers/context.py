@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -53,6 +54,10 @@ class RunContext:
     _output: list[str] = field(default_factory=list)
     _cancel_seen: bool = False
     _cancel_polled_at: float | None = None  # monotonic time of the last database look
+    queued_count: int = 0  # runs this run has queued (ctx.queue_job), for their keys
+    # Set by the run-record middleware: workers.scheduler.workflows.queue_from_run on
+    # this process's broker (injected: the context knows nothing of the scheduler).
+    queuer: Callable[..., int] | None = None
 
     def add_records(self, count: int) -> None:
         self.records_processed += count
@@ -60,6 +65,17 @@ class RunContext:
     def log(self, line: str) -> None:
         """Append a line to the run's output (stored on the run record)."""
         self._output.append(line)
+
+    def queue_job(
+        self, job_name: str, *, delay_s: float = 0, key: str | None = None, **kwargs: Any
+    ) -> int:
+        """Queue a run of ``job_name`` (with ``kwargs``) after ``delay_s``, linked to this
+        run (pgeu's trigger_immediate_job_run); its run id. Asked again by a re-run of
+        this job body, it returns the same run instead of queueing another.
+        docs/WORKFLOWS.md."""
+        if self.queuer is None:
+            raise RuntimeError("this run cannot queue jobs (opened outside a worker)")
+        return self.queuer(self, job_name, delay_s=delay_s, key=key, kwargs=kwargs)
 
     @property
     def output(self) -> str:

@@ -17,7 +17,18 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import dramatiq
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
@@ -25,11 +36,11 @@ from sqlalchemy.exc import StatementError
 
 from admin.api import auth, dead_letters, input_checks, models
 from admin.api.auth import Caller, require_scope
-from admin.job_status import get_run, job_statuses, recent_failures, run_history
+from admin.job_status import job_statuses, recent_failures, run_history
 from admin.run_handoff import runs_broker
 from schema.audit import audit_entries
 from schema.engine import Database
-from schema.scheduling import SchedulerState
+from schema.scheduling import JobRun, SchedulerState
 from tickwork.errors import (
     JobBusyError,
     NoRunningSystemError,
@@ -44,7 +55,7 @@ from tickwork.settings import Settings
 from workers.metrics.exposition import render_metrics
 from workers.registry import get_job
 from workers.runtime import Runtime
-from workers.scheduler import control
+from workers.scheduler import control, workflows
 
 WEB = FilePath(__file__).resolve().parent.parent / "web"
 JobName = Annotated[str, "a registered job's name"]
@@ -106,6 +117,10 @@ def create_app(
     async def nobody_runs_it(request: Request, exc: NoRunningSystemError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @app.exception_handler(ValidationError)
+    async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(ScheduleError)
     async def bad_schedule(request: Request, exc: ScheduleError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -152,11 +167,79 @@ def create_app(
         name: JobName,
         caller: Operator,
         force: Annotated[bool, Query(description="run alongside a run that is going")] = False,
+        body: Annotated[models.Trigger | None, Body()] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=150,
+                description="The same key again returns the run the first request queued.",
+            ),
+        ] = None,
     ) -> models.Triggered:
-        """Run the job now (no jitter). Refused (409) while a run of it is queued or
-        running, unless ``force``."""
-        run_id = control.trigger(db, runs_via(), name, force=force, actor=auth.actor(caller))
+        """Run the job now (no jitter), with ``args`` checked against the job's signature
+        first (422 naming the field). Refused (409) while a run of it is queued or
+        running, unless ``force``. An idempotency key (body or ``Idempotency-Key``
+        header) makes a retried request return the same run."""
+        request = body or models.Trigger()
+        run_id = control.trigger(
+            db,
+            runs_via(),
+            name,
+            force=force,
+            kwargs=request.args,
+            idempotency_key=request.idempotency_key or idempotency_key,
+            actor=auth.actor(caller),
+        )
         return models.Triggered(run_id=run_id)
+
+    @api.post(
+        "/jobs/{name}/backfill",
+        status_code=202,
+        response_model=models.Backfilled,
+        responses={
+            **NOT_FOUND,
+            **BAD_BODY,
+            422: {"model": models.Problem, "description": "bad range, or too many slots"},
+            503: {"model": models.Problem, "description": "nothing would run it (embedded)"},
+        },
+    )
+    def backfill(name: JobName, body: models.Backfill, caller: Operator) -> models.Backfilled:
+        """Queue one run per slot of the job's schedule due in (start, end] that has no
+        run yet (trigger ``backfill``); more than ``max`` (default
+        TICKWORK_BACKFILL_MAX_RUNS) is refused before anything is queued."""
+        get_job(name)
+        run_ids = workflows.backfill(
+            db,
+            runs_via(),
+            name,
+            body.start,
+            body.end,
+            max_runs=body.max,
+            entry=body.entry,
+            actor=auth.actor(caller),
+        )
+        return models.Backfilled(run_ids=run_ids)
+
+    @api.get(
+        "/runs/{run_id}",
+        response_model=models.RunWithChain,
+        responses=NO_RUN,
+    )
+    def one_run(run_id: RunId, _: Viewer) -> models.RunWithChain:
+        """A run with its chain: the run that queued it and the runs it queued."""
+        with db.session() as session:
+            found = session.get(JobRun, run_id)
+        if found is None:
+            raise HTTPException(404, f"no run {run_id}")
+        parent, children = workflows.chain_of(db, run_id)
+        return models.RunWithChain.model_validate(
+            {
+                **models.Run.model_validate(found).model_dump(),
+                "parent": models.Run.model_validate(parent) if parent else None,
+                "children": [models.Run.model_validate(c) for c in children],
+            }
+        )
 
     @api.post("/jobs/{name}/enable", response_model=models.Job, responses=NOT_FOUND)
     def enable(name: JobName, caller: Operator) -> models.Job:
@@ -187,13 +270,6 @@ def create_app(
     def notify(name: JobName, body: models.NotifyOnSuccess, caller: Admin) -> models.Job:
         control.set_notify_on_success(db, name, body.enabled, actor=auth.actor(caller))
         return job_out(name)
-
-    @api.get("/runs/{run_id}", response_model=models.Run, responses=NO_RUN)
-    def one_run(run_id: RunId, _: Viewer) -> models.Run:
-        run = get_run(db, run_id)
-        if run is None:
-            raise HTTPException(404, f"no run with id {run_id}")
-        return models.Run.model_validate(run)
 
     @api.post(
         "/runs/{run_id}/cancel",

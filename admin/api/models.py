@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from schema.scheduling import ScheduledJobConfig
 from schema.storable import column_length
@@ -15,6 +15,13 @@ class Problem(BaseModel):
     """An error: a sentence, or FastAPI's list of field errors for a malformed request."""
 
     detail: str | list[dict[str, Any]]
+
+
+class ScheduleEntry(BaseModel):
+    name: str
+    schedule: str
+    schedule_words: str
+    args: dict[str, Any]
 
 
 class Job(BaseModel):
@@ -33,6 +40,14 @@ class Job(BaseModel):
     last_skip: dt.datetime | None
     override_times: str | None = None
     override_interval_s: int | None = None
+    then: list[str] = Field(description="Jobs queued when a run succeeds (chain).")
+    entries: list[ScheduleEntry] = Field(description="More schedules, with their arguments.")
+    overlap: str
+    catchup: str
+    interval_from: str = Field(description="epoch: fixed slots; last_start: from the last start.")
+    pause_after_failures: int | None = Field(description="Failed runs in a row that disable it.")
+    consecutive_failures: int
+    disabled_reason: str | None
 
 
 class Run(BaseModel):
@@ -53,10 +68,49 @@ class Run(BaseModel):
     skip_reason: str | None
     cancel_requested_at: dt.datetime | None = None
     retry_of: int | None = None
+    entry: str = Field(description="The schedule entry of a slot ('' for the job's own).")
+    args: dict[str, Any] | None = Field(
+        validation_alias=AliasChoices("args", "kwargs"),
+        description="The keyword arguments the job was called with.",
+    )
+    triggered_by: int | None = Field(description="The run that queued this one (chain, code).")
+
+
+class RunWithChain(Run):
+    """A run, the run that queued it, and the runs it queued."""
+
+    parent: Run | None
+    children: list[Run]
 
 
 class Triggered(BaseModel):
     run_id: int
+
+
+class Trigger(BaseModel):
+    """Run now: the job's keyword arguments, checked against its signature before
+    anything is queued, and an optional idempotency key (the same key again returns
+    the same run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"source": "A"}])
+    idempotency_key: str | None = Field(None, min_length=1, max_length=150)
+
+
+class Backfill(BaseModel):
+    """Queue one run per slot due in (start, end]: both with a time zone, in the past."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: dt.datetime = Field(examples=["2026-11-30T00:00:00Z"])
+    end: dt.datetime = Field(examples=["2026-11-30T06:00:00Z"])
+    max: int | None = Field(None, ge=1, le=100_000, description="Refuse more runs than this.")
+    entry: str | None = Field(None, max_length=100, description="Only this schedule entry.")
+
+
+class Backfilled(BaseModel):
+    run_ids: list[int]
 
 
 class ScheduleOverride(BaseModel):

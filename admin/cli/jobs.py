@@ -31,7 +31,7 @@ app = typer.Typer(help="List, inspect and control scheduled jobs.", invoke_witho
 #: Where ``tickwork jobs --format X <sub-command>`` leaves X for the sub-command.
 _FORMAT_KEY = "tickwork.jobs.format"
 #: The sub-commands that list (and so take the group's --format).
-_LISTINGS = ("history",)
+_LISTINGS = ("history", "run")
 
 
 def _job_names() -> list[str]:
@@ -112,6 +112,26 @@ def _job_row(s: JobStatus, held: bool) -> dict[str, output.Cell]:
         schedule += f"\n{s.schedule} · {s.timezone}"
         if s.schedule_source != "default":
             schedule += f" · {s.schedule_source}"
+    for entry in s.entries:
+        args = ", ".join(f"{k}={v!r}" for k, v in entry["args"].items())
+        schedule += f"\nentry {entry['name']}: {entry['schedule_words']}" + (
+            f" ({args})" if args else ""
+        )
+    if s.then:
+        schedule += f"\nthen → {', '.join(s.then)}"
+    policies = [f"overlap {s.overlap}"] if s.overlap != "skip" else []
+    if s.catchup != "skip":
+        policies.append(f"catchup {s.catchup}")
+    if s.interval_from == "last_start":
+        policies.append("interval from the last start")
+    if s.pause_after_failures:
+        policies.append(
+            f"pauses after {s.pause_after_failures} failures ({s.consecutive_failures} now)"
+        )
+    if policies:
+        schedule += "\n" + " · ".join(policies)
+    if s.disabled_reason and not s.enabled:
+        name.append("\n(paused on failure)", style="red")
     if s.next_run is not None:
         next_run = output.when(s.next_run)
     elif held:
@@ -202,10 +222,15 @@ _RUN_COLUMNS = [
 
 def _run_row(r: JobRun) -> dict[str, output.Cell]:
     detail = (r.error or r.skip_reason or r.output or "").strip().splitlines()
+    trigger = r.trigger
+    if r.entry:
+        trigger += f"\nentry {r.entry}"
+    if r.triggered_by is not None:
+        trigger += f"\nafter run {r.triggered_by}"
     return {
         "id": str(r.id),
         "slot": output.when(r.scheduled_for, "manual" if r.trigger == "manual" else "—"),
-        "trigger": r.trigger,
+        "trigger": trigger,
         "status": output.status(r.status),
         "started": output.when(r.started_at),
         "finished": output.when(r.finished_at),
@@ -230,6 +255,9 @@ def _run_json(r: JobRun) -> dict[str, Any]:
         "error": r.error,
         "skip_reason": r.skip_reason,
         "worker": r.worker,
+        "entry": r.entry,
+        "args": r.kwargs,
+        "triggered_by": r.triggered_by,
     }
 
 
@@ -278,19 +306,51 @@ def trigger(
             help="Run it even while a run of the job is queued or running (alongside it).",
         ),
     ] = False,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            help="A keyword argument for the job, key=value (repeatable). The value is read "
+            'as JSON when it is JSON (3, true, [1,2], "3"), else as text.',
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            envvar="TICKWORK_TRIGGER_IDEMPOTENCY_KEY",
+            help="The same key again prints the run the first call queued, queues nothing.",
+        ),
+    ] = None,
 ) -> None:
     """Run a job now: sent at once (no jitter), it starts as soon as a worker is free.
 
     While a run of the job is queued or running this is refused (exit 1), naming that
     run, unless --force. In the embedded mode the running `tickwork run` starts it.
+    Arguments are checked against the job's parameters before anything is queued.
     """
     from schema.audit import cli_actor
+    from tickwork.errors import ValidationError
+    from workers.registry import check_arguments, get_job
     from workers.scheduler import control
 
+    kwargs = _parse_args(arg or [])
     name = _known(name)
     db = _db()
+    try:  # a bad argument is a usage error, said before anything else happens
+        check_arguments(name, get_job(name).fn, kwargs)
+    except ValidationError as exc:
+        raise usage_error(str(exc)) from None
     broker = _broker(db)
-    run_id = control.trigger(db, broker, name, force=force, actor=cli_actor())
+    run_id = control.trigger(
+        db,
+        broker,
+        name,
+        force=force,
+        kwargs=kwargs,
+        idempotency_key=idempotency_key,
+        actor=cli_actor(),
+    )
     by = "the running `tickwork run` starts it within a second" if broker is None else "sent"
     typer.echo(f"queued run {run_id} of {name} ({by})")
 
@@ -405,3 +465,120 @@ def release(
     mode: Literal["run-missed", "reschedule"] = "run-missed" if run_missed else "reschedule"
     queued = control.release(db, broker, mode, actor=cli_actor())
     typer.echo("released" + (f"; queued missed runs of: {', '.join(queued)}" if queued else ""))
+
+
+def _parse_args(pairs: list[str]) -> dict[str, Any]:
+    """``--arg key=value`` pairs; a value that parses as JSON is that value, else text."""
+    import json
+
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise usage_error(f"--arg {pair!r}: write key=value, key a parameter name")
+        if key in kwargs:
+            raise usage_error(f"--arg {key}: given twice")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _moment(value: str, option: str) -> Any:
+    """An ISO 8601 moment with a time zone (Z or +01:00), for --from / --to."""
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise usage_error(f"{option} {value!r}: not an ISO 8601 time (2026-11-30T08:00Z)") from None
+    if moment.tzinfo is None:
+        raise usage_error(f"{option} {value!r}: give a time zone (Z, or +01:00)")
+    return moment
+
+
+@app.command()
+@handles_errors
+def backfill(
+    name: JobName,
+    start: Annotated[
+        str, typer.Option("--from", help="Start, exclusive: ISO 8601 with a zone (…Z).")
+    ],
+    end: Annotated[str, typer.Option("--to", help="End, inclusive: ISO 8601 with a zone.")],
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max",
+            min=1,
+            max=100_000,
+            help="Queue up to this many runs (default TICKWORK_BACKFILL_MAX_RUNS); more "
+            "slots than this is refused, queueing nothing.",
+        ),
+    ] = None,
+    entry: Annotated[
+        str | None, typer.Option("--entry", help="Only this schedule entry of the job.")
+    ] = None,
+) -> None:
+    """Queue one run per slot of the job's schedule due in (FROM, TO] that has no run yet
+    (recorded as trigger `backfill`); a slot that already ran is never run again."""
+    from tickwork.errors import ValidationError
+    from workers.scheduler.workflows import backfill as queue_backfill
+
+    begin, finish = _moment(start, "--from"), _moment(end, "--to")
+    name = _known(name)
+    db = _db()
+    broker = _broker(db)
+    try:
+        queued = queue_backfill(db, broker, name, begin, finish, max_runs=max_runs, entry=entry)
+    except ValidationError as exc:
+        raise usage_error(str(exc)) from None
+    typer.echo(
+        f"queued {len(queued)} backfill run(s) of {name}"
+        + (f": {', '.join(map(str, queued))}" if queued else " (every slot already has a run)")
+    )
+
+
+@app.command("run")
+@handles_errors
+def show_run(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(min=1, help="A run id (see `jobs history`).")],
+    format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format", "-f", help=output.FORMAT_HELP + " Default: that of `tickwork jobs`."
+        ),
+    ] = None,
+) -> None:
+    """Show a run with its chain: the run that queued it and the runs it queued."""
+    from tickwork.errors import TickworkError
+    from workers.scheduler.workflows import chain_of
+
+    chosen = format or ctx.meta.get(_FORMAT_KEY) or Format.table
+    db = _db()
+    with db.session() as session:
+        from schema.scheduling import JobRun
+
+        run = session.get(JobRun, run_id)
+    if run is None:
+        raise TickworkError(f"no run {run_id}")
+    parent, children = chain_of(db, run_id)
+    shown = [r for r in (parent, run, *children) if r is not None]
+    role = {r.id: "queued it" for r in ([parent] if parent else [])}
+    role.update({run.id: "this run"})
+    role.update({c.id: "queued by it" for c in children})
+    rows = []
+    for r in shown:
+        row = _run_row(r)
+        row["id"] = f"{r.id}\n{r.job_name}\n{role[r.id]}"
+        rows.append(row)
+    output.render(
+        chosen,
+        title=f"run {run_id} of {run.job_name} and its chain",
+        columns=_RUN_COLUMNS,
+        rows=rows,
+        data=[{**_run_json(r), "role": role[r.id]} for r in shown],
+        empty="",
+    )

@@ -511,10 +511,11 @@ def _check_jobs_and_overrides(config: Settings, db: Database | None = None) -> N
     process's own handle, when it has one (else one is opened for the check)."""
     from schema.engine import Database
     from workers.app import import_job_modules
-    from workers.registry import all_jobs
+    from workers.registry import all_jobs, check_chains
     from workers.scheduler.effective import check_overrides_name_known_jobs
 
     import_job_modules(config)
+    check_chains(all_jobs())  # a chain to an unknown job, or a cycle
     handle = db or Database(config)
     try:
         check_overrides_name_known_jobs(handle, all_jobs())

@@ -47,9 +47,9 @@ function interval(seconds) {
   return `${pad(Math.floor(seconds / 3600))}:${pad(Math.floor(seconds / 60) % 60)}:${pad(seconds % 60)}`;
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, extraHeaders) {
   const response = await fetch(path, {
-    method, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    method, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(extraHeaders || {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) { logout("Your token was refused: log in again."); throw new Error("401"); }
@@ -72,7 +72,10 @@ function logout(message) {
 function button(parent, label, key, action) {
   const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.dataset.key = key;
   b.addEventListener("click", async () => {
+    if (b.disabled) return;
+    b.disabled = true;  // a double click sends one request
     try { await action(); } catch (e) { if (e.message !== "401") $("#error").textContent = e.message; }
+    finally { b.disabled = false; }
   });
   parent.appendChild(b);
   return b;
@@ -137,15 +140,32 @@ function renderJobs(jobs) {
     const desc = document.createElement("span"); desc.className = "desc"; desc.textContent = job.description;
     name.appendChild(desc);
     const source = job.schedule_source === "default" ? "" : ` (${job.schedule_source})`;
-    cell(row, job.schedule_words + source + (job.enabled ? "" : " — disabled"), "Schedule");
+    const schedule = cell(row, job.schedule_words + source + (job.enabled ? "" : " — disabled"), "Schedule");
+    workflowLines(schedule, job);
     timeCell(row, job.next_run, "Next run");
     const last = row.insertCell(); last.dataset.label = "Last run"; badge(last, job.last_status, job.last_run);
     timeCell(row, job.last_success, "Last success");
     const actions = row.insertCell(); actions.dataset.label = "Actions";
     if (allowed("operator")) {
-      button(actions, "Run now", `run:${job.name}`, async () => {
-        await api("POST", `/api/jobs/${job.name}/trigger`); await showHistory(job.name); await refresh();
+      button(actions, "Run now", `run:${job.name}`, async () => { await runNow(job.name, {}); await refresh(); });
+      button(actions, "Run with…", `run-with:${job.name}`, async () => {
+        const typed = prompt(`Arguments for ${job.name}, as JSON (e.g. {"source": "A"})`, "{}");
+        if (typed === null) return;
+        let args;
+        try { args = JSON.parse(typed); } catch (e) { throw new Error("arguments: not JSON: " + e.message); }
+        await runNow(job.name, args); await refresh();
       });
+      if (job.schedule || job.entries.length) {
+        button(actions, "Backfill…", `backfill:${job.name}`, async () => {
+          const from = prompt("Backfill from (exclusive), ISO 8601 with a zone, e.g. 2026-11-30T00:00Z");
+          if (!from) return;
+          const to = prompt("to (inclusive)", new Date().toISOString().slice(0, 16) + "Z");
+          if (!to) return;
+          const done = await api("POST", `/api/jobs/${job.name}/backfill`, { start: from, end: to });
+          $("#note").textContent = `backfill of ${job.name}: queued ${done.run_ids.length} run(s)`;
+          await showHistory(job.name);
+        });
+      }
       button(actions, job.enabled ? "Disable" : "Enable", `toggle:${job.name}`, async () => {
         await api("POST", `/api/jobs/${job.name}/${job.enabled ? "disable" : "enable"}`); await refresh();
       });
@@ -219,6 +239,54 @@ function renderAudit(rows) {
   }
 }
 
+// Run now; the idempotency key makes a retried request queue one run.
+async function runNow(name, args) {
+  const key = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
+  await api("POST", `/api/jobs/${name}/trigger`, { args }, { "Idempotency-Key": key });
+  await showHistory(name);
+}
+
+// Chains, more schedule entries and policies, under the schedule (docs/WORKFLOWS.md).
+function workflowLines(td, job) {
+  const lines = [];
+  for (const entry of job.entries) {
+    const args = Object.keys(entry.args).length ? " " + JSON.stringify(entry.args) : "";
+    lines.push(`entry ${entry.name}: ${entry.schedule_words}${args}`);
+  }
+  if (job.then.length) lines.push("then → " + job.then.join(", "));
+  if (job.overlap !== "skip") lines.push("overlap: " + job.overlap);
+  if (job.interval_from === "last_start") lines.push("interval counted from the last start");
+  if (job.pause_after_failures) {
+    lines.push(`pauses after ${job.pause_after_failures} failures in a row (${job.consecutive_failures} now)`);
+  }
+  if (!job.enabled && job.disabled_reason) lines.push(job.disabled_reason);
+  for (const line of lines) {
+    const div = document.createElement("div"); div.className = "workflow"; div.textContent = line; td.appendChild(div);
+  }
+}
+
+// A run with its chain: the run that queued it and the runs it queued.
+async function showChain(runId) {
+  const run = await api("GET", `/api/runs/${runId}`);
+  const box = $("#chain"); box.hidden = false; box.textContent = "";
+  const title = document.createElement("h2"); title.textContent = `Run #${run.id} of ${run.job_name}: chain`;
+  box.appendChild(title);
+  const list = document.createElement("ul");
+  const item = (label, r) => {
+    const li = document.createElement("li"); li.dataset.chainRun = r.id;
+    li.textContent = `${label}: #${r.id} ${r.job_name} (${r.trigger}) `;
+    const span = document.createElement("span"); span.className = "status " + r.status; span.textContent = r.status;
+    li.appendChild(span); list.appendChild(li);
+  };
+  if (run.parent) item("queued by", run.parent);
+  item("this run", run);
+  for (const child of run.children) item("queued", child);
+  if (!run.parent && !run.children.length) {
+    const li = document.createElement("li"); li.textContent = "no chain: nothing queued it, it queued nothing"; list.appendChild(li);
+  }
+  box.appendChild(list);
+}
+
 function retryButton(parent, run, where) {
   button(parent, "Retry", `retry:${where}:${run.id}`, async () => {
     const made = await api("POST", `/api/runs/${run.id}/retry`);
@@ -237,7 +305,16 @@ async function showHistory(name) {
     empty("#history", "#history-empty", runs.length === 0);
     for (const run of runs) {
       const row = body.insertRow(); row.dataset.run = run.id;
-      cell(row, "#" + run.id, "Run"); cell(row, run.trigger + (run.retry_of ? ` of #${run.retry_of}` : ""), "Trigger");
+      const id = row.insertCell(); id.dataset.label = "Run";
+      const link = document.createElement("a");
+      link.href = "#"; link.textContent = "#" + run.id; link.title = "show its chain";
+      link.addEventListener("click", (e) => { e.preventDefault(); showChain(run.id).catch((err) => { $("#error").textContent = err.message; }); });
+      id.appendChild(link);
+      let trigger = run.trigger + (run.retry_of ? ` of #${run.retry_of}` : "");
+      if (run.entry) trigger += ` (entry ${run.entry})`;
+      if (run.triggered_by) trigger += ` after #${run.triggered_by}`;
+      if (run.args && Object.keys(run.args).length) trigger += " " + JSON.stringify(run.args);
+      cell(row, trigger, "Trigger");
       const status = row.insertCell(); status.dataset.label = "Status"; badge(status, run.status);
       if (run.cancel_requested_at && run.status === "running") status.append(" (cancel requested)");
       timeCell(row, run.scheduled_for, "Slot"); timeCell(row, run.finished_at, "Finished");

@@ -5,6 +5,7 @@ width, in another time zone, by keyboard, refreshed in place."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
@@ -304,4 +305,68 @@ def test_a_viewer_at_phone_width_in_another_zone_by_keyboard(
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shot))  # what a phone shows first
         assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def running_workflow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A real `tickwork run` with a chained job and a job of several entries."""
+    yield from _serve(
+        tmp_path_factory.mktemp("web-workflows"),
+        TICKWORK_JOB_MODULES="tests.support.workflow_jobs_module",
+    )
+
+
+def test_chains_entries_and_run_with_arguments(running_workflow_jobs: Served) -> None:
+    """Issue 19: the page shows chains, entries and policies; runs a job with arguments;
+    a run's chain is shown from its history."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token, _viewer = running_workflow_jobs
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.click("#login button")
+        # Given the jobs table, then it shows the chain, the entries and the policy;
+        first = page.locator("#jobs tr[data-job='w_first']")
+        expect(first).to_contain_text("then → w_second", timeout=15_000)
+        sync = page.locator("#jobs tr[data-job='w_sync']")
+        expect(sync).to_contain_text('entry b: daily at 00:00 {"source":"B"}')
+        expect(sync).to_contain_text("pauses after 3 failures in a row")
+        # when w_sync is run with arguments typed in, then its run shows them and succeeds;
+        page.once("dialog", lambda dialog: dialog.accept('{"source": "typed"}'))
+        sync.get_by_role("button", name="Run with…").click()
+        manual = page.locator("#history tbody tr", has_text="manual").first
+        expect(manual).to_contain_text('{"source":"typed"}', timeout=15_000)
+        expect(manual.locator(".status")).to_have_text("succeeded", timeout=30_000)
+        expect(manual).to_contain_text("synced typed")
+        # and bad arguments are refused, naming the field.
+        page.once("dialog", lambda dialog: dialog.accept('{"source": 5}'))
+        sync.get_by_role("button", name="Run with…").click()
+        expect(page.locator("#error")).to_contain_text("'source'")
+        # When w_sync is backfilled over the last three hours (two prompts: from, to),
+        # then one run per hourly and daily slot in it is queued, and said so.
+        # (ending before `tickwork run` started, so none of its slots ran already)
+        end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=2)
+        start = end - dt.timedelta(hours=3)
+        answers = [start.isoformat(), end.isoformat()]
+        page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
+        sync.get_by_role("button", name="Backfill…").click()
+        minutes = [start + dt.timedelta(minutes=m) for m in range(1, 181)]
+        slots = sum(t.minute == 0 for t in minutes) + sum(t.minute == t.hour == 0 for t in minutes)
+        expect(page.locator("#note")).to_have_text(
+            f"backfill of w_sync: queued {slots} run(s)", timeout=15_000
+        )
+        expect(page.locator("#history tbody tr", has_text="backfill")).to_have_count(slots)
+        # When w_first runs, then w_second's run is queued after it, and the chain of
+        # w_first's run lists it.
+        first.get_by_role("button", name="Run now").click()
+        expect(page.locator("#history-title")).to_have_text("Runs of w_first")
+        parent = page.locator("#history tbody tr", has_text="manual").first
+        expect(parent.locator(".status")).to_have_text("succeeded", timeout=30_000)
+        parent.locator("a").click()
+        child = page.locator("#chain li", has_text="w_second")
+        expect(child).to_contain_text("queued: #", timeout=15_000)
+        expect(child).to_contain_text("(chain)")
         browser.close()

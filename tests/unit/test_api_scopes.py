@@ -78,6 +78,15 @@ ENDPOINTS = [
         "admin",
         _fixed("/api/jobs/t_count/notify-on-success", {"enabled": True}),
     ),
+    Endpoint(
+        "POST",
+        "/api/jobs/{name}/backfill",
+        "operator",
+        _fixed(  # five minutes of the built-in heartbeat (every minute)
+            "/api/jobs/heartbeat/backfill",
+            {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:05:00Z"},
+        ),
+    ),
     Endpoint("GET", "/api/runs/{run_id}", "viewer", lambda s: (f"/api/runs/{_run(s)}", None)),
     Endpoint(
         "POST",

@@ -68,6 +68,10 @@ class StartRun:
 class FinishRun:
     run_id: int
     values: dict[str, Any]
+    # Jobs to queue if this outcome is a success (the job's ``then``): inserted in the
+    # same statement/transaction as the outcome, keyed ``after:<run id>`` per job, so a
+    # redelivered message or a second process can never queue a chained run twice.
+    then: tuple[str, ...] = ()
 
 
 Completion = Callable[[Any, "BaseException | None"], None]
@@ -345,6 +349,7 @@ ON CONFLICT DO NOTHING
 RETURNING message_id, id, job_name, scheduled_for
 """
 _PG_FINISH = f"""
+WITH done AS (
 UPDATE job_runs AS r
 SET status = CASE WHEN r.cancel_requested_at IS NULL THEN v.status ELSE 'canceled' END,
     skip_reason = v.skip_reason, records_processed = v.records, output = v.output,
@@ -357,6 +362,17 @@ FROM unnest(%(ids)s::bigint[], %(status)s::text[], %(skip_reason)s::text[],
      AS v(id, status, skip_reason, records, output, error, finished_at)
 WHERE r.id = v.id
 RETURNING {_RETURN_ALL}
+), chained AS (
+INSERT INTO job_runs (job_name, entry, trigger, status, queued_at, attempts,
+                      records_processed, output, triggered_by, idempotency_key)
+SELECT c.job_name, '', 'chain', 'queued', %(now)s, 0, 0, '', d.id, 'after:' || d.id
+FROM done AS d
+JOIN unnest(%(parents)s::bigint[], %(children)s::text[]) AS c(parent, job_name)
+  ON c.parent = d.id
+WHERE d.status = 'succeeded'
+ON CONFLICT DO NOTHING
+)
+SELECT * FROM done AS r
 """
 
 
@@ -483,6 +499,8 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
                 "output": [w.values.get("output", "") for w in writes],
                 "error": [w.values.get("error") for w in writes],
                 "finished_at": [w.values.get("finished_at") for w in writes],
+                "parents": [w.run_id for w in writes for _child in w.then],
+                "children": [child for w in writes for child in w.then],
             },
         )
         runs = {
@@ -501,8 +519,31 @@ def _finish(connection: Connection, writes: Sequence[FinishRun]) -> list[JobRun]
         )
         stmt = RUNS.update().where(RUNS.c.id == w.run_id).values(**values)
         row = connection.execute(stmt.returning(*RUNS.c)).one()
+        if row.status == "succeeded":  # same transaction as the outcome (engine.begin)
+            queue_chained(connection, row.id, w.then)
         out.append(_detached_run(row._asdict().items()))
     return out
+
+
+def queue_chained(connection: Connection, parent_id: int, children: Sequence[str]) -> None:
+    """Queue the chained runs of a succeeded run, each at most once (its key)."""
+    for child in children:
+        connection.execute(
+            sqlite.insert(RUNS)
+            .values(
+                job_name=child,
+                entry="",
+                trigger="chain",
+                status="queued",
+                queued_at=utcnow(),
+                attempts=0,
+                records_processed=0,
+                output="",
+                triggered_by=parent_id,
+                idempotency_key=f"after:{parent_id}",
+            )
+            .on_conflict_do_nothing()
+        )
 
 
 _RUN_MANAGER = JobRun._sa_class_manager  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ checked later, when the run has either finished (then dropped) or lost its worke
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
 from schema.scheduling import FINISHED_STATUSES, JobRun
 from tickwork.contracts import OVERLAP_OPTION
+from tickwork.errors import UnknownJobError
 from tickwork.scrub import scrub
 from workers.acks import Outcome, defer
 from workers.context import JobResult, RunContext, set_current_run
@@ -47,7 +49,9 @@ from workers.middleware.run_record_writer import (
     fail_unstarted,
     worker_name,
 )
+from workers.registry import get_job
 from workers.runtime import Runtime
+from workers.scheduler.workflows import queue_from_run
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,13 @@ class StillRunning:
     run_id: int
     worker: str | None
     heartbeat_age_s: float
+
+
+@dataclass
+class Waiting:
+    """The run is buffered behind a running one of its job (overlap ``buffer_one``)."""
+
+    run_id: int
 
 
 @dataclass
@@ -138,14 +149,18 @@ class RunRecordMiddleware(Middleware):
         settings = runtime.settings
         limit = int(message.options.get("retries", 0)) + settings.max_redeliveries
         alive_after = live_after(utcnow(), settings.run_heartbeat_s)
-        started: tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None
-        skip_if_busy = message.options.get(OVERLAP_OPTION) == "skip"
+        started: (
+            tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | Waiting | None
+        )
+        overlap = message.options.get(OVERLAP_OPTION)
+        skip_if_busy = overlap == "skip"
+        wait_if_busy = overlap == "buffer_one"
 
         # Fast path, shared with the other threads' writes: mark the run started (or
         # create it for a plain message). It finds nothing when the run is finished or
         # its worker keeps dying. A slot that must not overlap takes the careful path.
         started = None
-        if not skip_if_busy:
+        if not (skip_if_busy or wait_if_busy):
             started = self._writer(runtime.db).start(
                 StartRun(
                     message_id=message.message_id,
@@ -158,7 +173,11 @@ class RunRecordMiddleware(Middleware):
             )
         if started is None:
             with runtime.db.session() as session:  # the careful path decides what to do
-                started = self._start_carefully(session, message, limit, alive_after, skip_if_busy)
+                started = self._start_carefully(
+                    session, message, limit, alive_after, skip_if_busy, wait_if_busy
+                )
+        if isinstance(started, Waiting):
+            self._hold_back(broker, message, started, settings.run_heartbeat_s)
         if isinstance(started, Skipped):
             self.finished(started.run)
             raise SkipMessage(started.run.skip_reason)
@@ -178,6 +197,7 @@ class RunRecordMiddleware(Middleware):
             scheduled_for=scheduled_for,
             settings=settings,
             db=runtime.db,
+            queuer=functools.partial(_queue_from_run, broker=broker),
         )
         set_current_run(ctx)
         message.options["tickwork_run_id"] = ctx.run_id
@@ -240,6 +260,19 @@ class RunRecordMiddleware(Middleware):
         broker.enqueue(message.copy(), delay=delay_ms)
         raise SkipMessage(f"run {busy.run_id} is still running on {busy.worker}")
 
+    def _hold_back(
+        self, broker: dramatiq.Broker, message: MessageProxy, waiting: Waiting, heartbeat_s: int
+    ) -> NoReturn:
+        """Overlap ``buffer_one``: the job is running, so this run waits (stays queued)
+        and its message comes back after a heartbeat interval to look again."""
+        logger.info(
+            "run %s of %s waits for the running one (overlap policy: buffer_one)",
+            waiting.run_id,
+            message.actor_name,
+        )
+        broker.enqueue(message.copy(), delay=heartbeat_s * 1000)
+        raise SkipMessage(f"run {waiting.run_id} buffered behind a running one")
+
     def _start_carefully(
         self,
         session: Session,
@@ -247,7 +280,8 @@ class RunRecordMiddleware(Middleware):
         limit: int,
         alive_after: dt.datetime,
         skip_if_busy: bool = False,
-    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | None:
+        wait_if_busy: bool = False,
+    ) -> tuple[int, str, dt.datetime | None] | JobRun | StillRunning | Skipped | Waiting | None:
         """The run is finished (None), running on another delivery (StillRunning), given
         up on after its workers kept dying (the failed run, to be committed before the
         message is dead-lettered), skipped because its job is busy (Skipped), or
@@ -294,6 +328,8 @@ class RunRecordMiddleware(Middleware):
             run.finished_at = utcnow()
             session.flush()
             return Skipped(run)
+        if wait_if_busy and run.status == "queued" and _job_busy(session, run, alive_after):
+            return Waiting(run.id)
         run.status = "running"
         run.started_at = run.heartbeat_at = utcnow()
         run.attempts += 1
@@ -341,16 +377,17 @@ class RunRecordMiddleware(Middleware):
             }
 
         writer = self._writer(self._runtime().db)
+        finish = FinishRun(ctx.run_id, values, then=_chained(ctx.job_name))
         if getattr(broker, "acks_after_outcome", False):
             # The thread moves on; the message's ack waits for the commit (workers/acks.py).
             pending = defer(message)
             writer.finish_later(
-                FinishRun(ctx.run_id, values),
+                finish,
                 lambda run, error: self._outcome_committed(ctx.run_id, run, error, pending),
             )
             return
         try:
-            run: JobRun | None = writer.finish(FinishRun(ctx.run_id, values))
+            run: JobRun | None = writer.finish(finish)
         except Exception:
             # Never raise here: Dramatiq would treat the job as failed and retry a job that
             # ran. The record stays "running"; the dispatcher reaps it past its time limit.
@@ -474,10 +511,29 @@ def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
         )
     other = session.scalars(
         select(JobRun.id)
-        .where(JobRun.job_name == run.job_name, JobRun.id != run.id, running_live(alive_after))
+        .where(
+            JobRun.job_name == run.job_name,
+            JobRun.entry == run.entry,  # overlap is judged per schedule entry
+            JobRun.id != run.id,
+            running_live(alive_after),
+        )
         .limit(1)
     ).first()
     return other is not None
+
+
+def _queue_from_run(
+    ctx: RunContext, job_name: str, *, broker: dramatiq.Broker, **options: Any
+) -> int:
+    return queue_from_run(ctx, broker, job_name, **options)
+
+
+def _chained(job_name: str) -> tuple[str, ...]:
+    """The jobs a success of ``job_name`` queues (its ``then``)."""
+    try:
+        return get_job(job_name).then
+    except UnknownJobError:
+        return ()
 
 
 def _sent_at(message: MessageProxy) -> dt.datetime | None:

@@ -19,13 +19,19 @@ from schema.audit import SYSTEM_ACTOR, Actor, record_audit
 from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import blocking, may_move
-from schema.scheduling import JobRun, ScheduledJobConfig
+from schema.scheduling import CLIENT_KEY_PREFIX, JobRun, ScheduledJobConfig
 from schema.storable import check_text
-from tickwork.errors import JobBusyError, RunStateError, ScheduleError, UnknownRunError
+from tickwork.errors import (
+    JobBusyError,
+    RunStateError,
+    ScheduleError,
+    UnknownRunError,
+    ValidationError,
+)
 from tickwork.schedules import floor_minute, parse_interval, parse_times
-from workers.registry import all_jobs, get_job
+from workers.registry import all_jobs, check_arguments, get_job
 from workers.scheduler.dispatcher import insert_run, lock_state
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import effective_schedule, entry_schedules
 from workers.scheduler.publish import publish_run
 
 
@@ -36,6 +42,8 @@ def trigger(
     *,
     force: bool = False,
     actor: Actor | str = SYSTEM_ACTOR,
+    kwargs: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> int:
     """Run a job now: a manual run, sent at once (no jitter) and started as soon as a
     worker is free. Returns the run id.
@@ -46,10 +54,25 @@ def trigger(
 
     ``broker`` None: only record the run; the outbox of the process that runs the
     workers sends it (the CLI in the embedded mode, docs/RUN_LIFECYCLE.md).
+
+    ``kwargs`` are checked against the job's signature before anything is queued (a bad
+    one raises :class:`ValidationError` naming it). With ``idempotency_key``, asking
+    again with the same key returns the run the first request queued (a double click,
+    a retried HTTP call) instead of queueing another.
     """
     spec = get_job(job_name)
     settings = db.settings
+    arguments = check_arguments(spec.name, spec.fn, dict(kwargs or {}))
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 150:
+        raise ValidationError("idempotency key: 1 to 150 characters")
+    key = None if idempotency_key is None else CLIENT_KEY_PREFIX + idempotency_key
     with db.session() as session:
+        if key is not None:
+            earlier = session.scalars(
+                select(JobRun.id).where(JobRun.job_name == spec.name, JobRun.idempotency_key == key)
+            ).first()
+            if earlier is not None:
+                return int(earlier)
         if not force:
             now = utcnow()
             going = session.scalars(
@@ -65,8 +88,20 @@ def trigger(
                     f"{since:%Y-%m-%d %H:%M:%S} UTC); not starting another. Wait for it, or "
                     "use --force (API: force=true) to run one alongside it"
                 )
-        run_id = insert_run(session, spec.name, None, trigger="manual", status="queued")
-        assert run_id is not None  # NULL slots never conflict
+        run_id = insert_run(
+            session,
+            spec.name,
+            None,
+            trigger="manual",
+            status="queued",
+            kwargs=arguments or None,
+            idempotency_key=key,
+        )
+        if run_id is None:  # the same key, committed by a racing request just now
+            raced = session.scalars(
+                select(JobRun.id).where(JobRun.job_name == spec.name, JobRun.idempotency_key == key)
+            ).one()
+            return int(raced)
         run = session.get(JobRun, run_id)
         assert run is not None
         record_audit(
@@ -96,6 +131,9 @@ def set_enabled(
         config = _config(session, job_name)
         before = {"enabled": bool(config.enabled)}
         config.enabled = enabled
+        if enabled:  # pause on failure counts again from zero
+            config.consecutive_failures = 0
+            config.disabled_reason = None
         config.updated_at = utcnow()
         action = "enable" if enabled else "disable"
         record_audit(session, actor, action, f"job:{job_name}", before, {"enabled": enabled})
@@ -191,18 +229,28 @@ def release(
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
         for spec in all_jobs().values():
             effective = effective_schedule(spec, configs.get(spec.name))
-            if effective.schedule is None or not effective.enabled:
+            if not effective.enabled:
                 continue
-            missed = list(effective.schedule.fires_between(since, now))
-            if not missed:
+            if mode == "run-missed":  # each schedule entry that missed a slot, once
+                for entry in entry_schedules(spec, configs.get(spec.name)):
+                    missed = list(entry.schedule.fires_between(since, now))
+                    if not missed:
+                        continue
+                    run_id = insert_run(
+                        session,
+                        spec.name,
+                        missed[-1],
+                        trigger="catchup",
+                        status="queued",
+                        entry=entry.entry,
+                        kwargs=entry.kwargs,
+                    )
+                    if run_id is not None:
+                        queued.append((run_id, spec.name))
                 continue
-            if mode == "run-missed":
-                run_id = insert_run(
-                    session, spec.name, missed[-1], trigger="catchup", status="queued"
-                )
-                if run_id is not None:
-                    queued.append((run_id, spec.name))
-            elif (
+            if effective.schedule is None or not list(effective.schedule.fires_between(since, now)):
+                continue
+            if (
                 effective.source != "override times"
                 and spec.schedule
                 and (effective.schedule.kind == "interval")
@@ -284,8 +332,16 @@ def retry_run(
     with db.session() as session:
         failed = _retryable(session.get(JobRun, run_id), run_id)
         spec = get_job(failed.job_name)
+        # The same call again: the failed run's arguments (and its entry's name).
         new_id = insert_run(
-            session, spec.name, None, trigger="retry", status="queued", retry_of=run_id
+            session,
+            spec.name,
+            None,
+            trigger="retry",
+            status="queued",
+            retry_of=run_id,
+            kwargs=failed.kwargs,
+            entry=failed.entry,
         )
         assert new_id is not None  # NULL slots never conflict
         run = session.get(JobRun, new_id)

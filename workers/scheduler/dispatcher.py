@@ -28,7 +28,12 @@ from schema.scheduling import JobRun, ScheduledJobConfig, SchedulerState
 from tickwork.errors import ScheduleError
 from tickwork.schedules import floor_minute
 from workers.registry import JobSpec, all_jobs
-from workers.scheduler.effective import effective_schedule
+from workers.scheduler.effective import (
+    EntrySchedule,
+    effective_schedule,
+    entry_schedules,
+    last_starts,
+)
 from workers.scheduler.publish import publish_run, republish_stranded
 
 logger = logging.getLogger(__name__)
@@ -111,36 +116,69 @@ def dispatch(
             return report  # this minute was already dispatched (duplicate tick)
         report.window = (start, end)
         configs = {c.job_name: c for c in session.scalars(select(ScheduledJobConfig))}
+        started = last_starts(session, jobs.values())
         lost = expire_lost_runs(session, now, db.settings.message_age_limit_s)
         busy = busy_jobs(session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s)
+        buffered = busy_jobs(
+            session, now, db.settings.run_heartbeat_s, db.settings.message_age_limit_s, "queued"
+        )
         for spec in jobs.values():
             try:
-                effective = effective_schedule(spec, configs.get(spec.name))
+                effective = effective_schedule(spec, configs.get(spec.name), started.get(spec.name))
             except ScheduleError as exc:
                 # One bad override must not stop every other job's dispatch.
                 logger.error("job %s not dispatched: %s", spec.name, exc)
                 report.errors.append((spec.name, str(exc)))
                 continue
-            if effective.schedule is None or not effective.enabled:
+            if not effective.enabled:
                 continue
-            schedule = effective.schedule
-            # Slots of minutes whose tick never came (downtime): the catch-up policy.
-            if start < minute - dt.timedelta(seconds=1):
-                missed_from = max(start, minute - MAX_CATCHUP)
-                latest_missed = None
-                for slot in schedule.fires_between(missed_from, minute - dt.timedelta(seconds=1)):
-                    latest_missed = slot
-                if (
-                    latest_missed is not None
-                    and spec.catchup == "once"
-                    and _queue(
-                        session, spec, latest_missed, "catchup", busy, now, report, to_publish
+            try:
+                entries = entry_schedules(spec, configs.get(spec.name), started.get(spec.name))
+            except ScheduleError as exc:
+                logger.error("job %s not dispatched: %s", spec.name, exc)
+                report.errors.append((spec.name, str(exc)))
+                continue
+            for entry in entries:  # the job's own schedule, then @job(entries=...)
+                schedule = entry.schedule
+                # Slots of minutes whose tick never came (downtime): the catch-up policy.
+                if start < minute - dt.timedelta(seconds=1):
+                    missed_from = max(start, minute - MAX_CATCHUP)
+                    latest_missed = None
+                    for slot in schedule.fires_between(
+                        missed_from, minute - dt.timedelta(seconds=1)
+                    ):
+                        latest_missed = slot
+                    if (
+                        latest_missed is not None
+                        and spec.catchup == "once"
+                        and _queue(
+                            session,
+                            spec,
+                            latest_missed,
+                            "catchup",
+                            busy,
+                            now,
+                            report,
+                            to_publish,
+                            entry,
+                            buffered,
+                        )
+                    ):
+                        report.caught_up.append((spec.name, latest_missed))
+                current_start = max(start, minute - dt.timedelta(seconds=1))
+                for slot in schedule.fires_between(current_start, end):
+                    _queue(
+                        session,
+                        spec,
+                        slot,
+                        "schedule",
+                        busy,
+                        now,
+                        report,
+                        to_publish,
+                        entry,
+                        buffered,
                     )
-                ):
-                    report.caught_up.append((spec.name, latest_missed))
-            current_start = max(start, minute - dt.timedelta(seconds=1))
-            for slot in schedule.fires_between(current_start, end):
-                _queue(session, spec, slot, "schedule", busy, now, report, to_publish)
         state.dispatched_until = end
         reaped = reap_stale_runs(session, now, jobs, db.settings.default_time_limit_s)
         session.flush()
@@ -165,15 +203,27 @@ def _queue(
     spec: JobSpec,
     slot: dt.datetime,
     trigger: str,
-    busy: set[str],
+    busy: set[tuple[str, str]],
     now: dt.datetime,
     report: DispatchReport,
     to_publish: list[tuple[int, str, dt.datetime]],
+    entry: EntrySchedule | None = None,
+    buffered: set[tuple[str, str]] | None = None,
 ) -> bool:
+    buffered = set() if buffered is None else buffered
+    slot_values: dict[str, Any] = {}
+    if entry is not None:
+        slot_values = {"entry": entry.entry, "kwargs": entry.kwargs}
+    key = (spec.name, slot_values.get("entry", ""))  # overlap is judged per schedule entry
     # Overlap is judged when a slot is due: for a slot still to come (a sub-minute
     # schedule's later slots, sent as delayed messages), the worker judges it then.
-    if spec.overlap == "skip" and spec.name in busy and slot <= now:
+    reason = None
+    if spec.overlap == "skip" and key in busy and slot <= now:
         reason = "previous run still queued or running (overlap policy: skip)"
+    elif spec.overlap == "buffer_one" and key in busy and slot <= now and key in buffered:
+        # One run already waits behind the running one: keep at most one (Temporal).
+        reason = "a run is already waiting behind the running one (overlap policy: buffer_one)"
+    if reason is not None:
         if (
             insert_run(
                 session,
@@ -183,33 +233,41 @@ def _queue(
                 status="skipped",
                 skip_reason=reason,
                 finished_at=utcnow(),
+                **slot_values,
             )
             is not None
         ):
             report.skipped.append((spec.name, slot, reason))
         return False
-    run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued")
+    run_id = insert_run(session, spec.name, slot, trigger=trigger, status="queued", **slot_values)
     if run_id is None:
         return False  # another tick or dispatcher already has this slot
     if slot <= now:
-        busy.add(spec.name)
+        if key in busy:
+            buffered.add(key)  # queued behind a busy job: the worker holds it until free
+        busy.add(key)
     to_publish.append((run_id, spec.name, slot))
     report.queued.append((spec.name, slot))
     return True
 
 
 def busy_jobs(
-    session: Session, now: dt.datetime, heartbeat_s: int, message_age_limit_s: int
-) -> set[str]:
-    """Jobs with a run that blocks their next slot (docs/RUN_LIFECYCLE.md): queued and
-    due, or running on a live worker. Provably dead runs do not count."""
+    session: Session,
+    now: dt.datetime,
+    heartbeat_s: int,
+    message_age_limit_s: int,
+    *statuses: str,
+) -> set[tuple[str, str]]:
+    """(job, schedule entry) pairs with a run that blocks their next slot
+    (docs/RUN_LIFECYCLE.md): queued and due, or running on a live worker. Provably dead
+    runs do not count. ``statuses``: only runs in these (``queued``: a run waiting)."""
     query = (
-        select(JobRun.job_name)
-        .where(JobRun.status.in_(("queued", "running")))
+        select(JobRun.job_name, JobRun.entry)
+        .where(JobRun.status.in_(statuses or ("queued", "running")))
         .where(blocking(now, heartbeat_s, message_age_limit_s))
         .distinct()
     )
-    return set(session.scalars(query))
+    return {(name, entry) for name, entry in session.execute(query)}
 
 
 def expire_lost_runs(session: Session, now: dt.datetime, message_age_limit_s: int) -> list[JobRun]:

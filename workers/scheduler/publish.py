@@ -26,6 +26,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun
 from tickwork.contracts import OVERLAP_OPTION
+from tickwork.errors import UnknownJobError
 from tickwork.publish import message_for, send
 from workers.registry import JobSpec, get_job
 
@@ -60,10 +61,11 @@ def publish_run(
         return False  # sent by someone else, or no longer queued
     delay_ms = delay_ms_for(run, spec, now)
     options = {}
-    if spec.overlap == "skip" and run.trigger in SLOT_TRIGGERS:
-        options[OVERLAP_OPTION] = "skip"
+    if spec.overlap in ("skip", "buffer_one") and run.trigger in SLOT_TRIGGERS:
+        options[OVERLAP_OPTION] = spec.overlap
+    kwargs = {**(run.kwargs or {}), "run_id": run.id}  # the run's arguments (entry, run now)
     message = message_for(
-        db.settings, spec.name, spec.queue, {"run_id": run.id}, message_id=run.message_id, **options
+        db.settings, spec.name, spec.queue, kwargs, message_id=run.message_id, **options
     )
     # Stamped with when it is due: Dramatiq's age limit then measures how late the run
     # is, not how far ahead of its slot it was sent.
@@ -127,7 +129,19 @@ def republish_stranded(
     for run in runs:
         try:
             spec = get_job(run.job_name)
-        except Exception:
+        except UnknownJobError as exc:
+            # Recorded by a process that could not check the name (producers.jobs): it
+            # can never run, so it is failed with the reason instead of waiting forever.
+            _fail_unknown(db, run.id, str(exc))
             continue
         sent += publish_run(broker, db, run, spec, now)
     return sent
+
+
+def _fail_unknown(db: Database, run_id: int, why: str) -> None:
+    with db.session() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.status == "queued")
+            .values(status="failed", finished_at=utcnow(), error=f"not sent: {why}")
+        )

@@ -6,7 +6,7 @@ everything, and an upgrade must not lock an operator out of their own page. Thei
 TICKWORK_API_TOKEN_EXPIRE_AFTER_DAYS, as before; new tokens store theirs.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-30 08:40:00
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 import schema.base
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

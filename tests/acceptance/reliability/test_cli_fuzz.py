@@ -486,3 +486,47 @@ def test_stray_arguments_are_usage_errors(cli: Cli, soak: bool) -> None:
         )
 
     run()
+
+
+def test_run_now_arguments_and_backfill_ranges(cli: Cli, soak: bool) -> None:
+    """Issue 19: `jobs trigger --arg` and `jobs backfill --from/--to/--max`."""
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    moments = st.one_of(
+        _any_text,
+        st.datetimes(
+            min_value=dt.datetime(2000, 1, 1),
+            max_value=dt.datetime(2100, 1, 1),
+            timezones=st.none() | st.just(dt.UTC),
+        ).map(lambda d: d.isoformat()),
+        st.integers(0, 400).map(lambda m: (now - dt.timedelta(minutes=m)).isoformat()),
+    )
+
+    # given: the seeded database (heartbeat has no parameters and a run queued)
+    @_runs(soak)
+    @given(
+        pair=st.one_of(_any_text, st.tuples(_any_text, _any_text).map("=".join)),
+        start=moments,
+        end=moments,
+        most=st.none() | st.integers(-5, 200),
+    )
+    def run(pair: str, start: str, end: str, most: int | None) -> None:
+        # when: heartbeat is run now with an arbitrary --arg, then it is refused (it takes
+        # no arguments) naming the flag, the key or the job, with nothing changed;
+        check(
+            cli,
+            ["jobs", "trigger", "heartbeat", "--force", "--arg", pair],
+            valid=False,
+            names=["--arg", pair, pair.partition("=")[0], "heartbeat"],
+        )
+        # and when heartbeat is backfilled over an arbitrary range, then it either queues
+        # runs or is refused naming what was wrong.
+        args = ["jobs", "backfill", "heartbeat", "--from", start, "--to", end]
+        args += ["--max", str(most)] if most is not None else []
+        check(
+            cli,
+            args,
+            valid=None,
+            names=["--from", "--to", "--max", "from", "to", "max", start, end, "heartbeat"],
+        )
+
+    run()

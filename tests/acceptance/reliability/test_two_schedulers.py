@@ -151,6 +151,17 @@ def test_two_schedulers_for_a_simulated_day_run_each_slot_once(
         )
     )
     assert (missed, duplicated, stuck) == (0, 0, 0), report
+    # Each succeeded run of a chained job queued exactly one run of its chain.
+    with runtime.db.engine.connect() as conn:
+        chained = conn.execute(
+            text(
+                "SELECT p.id, count(c.id) FROM job_runs p LEFT JOIN job_runs c "
+                "ON c.triggered_by = p.id AND c.job_name = 'sim_chained' "
+                "WHERE p.job_name = 'sim_every_7_minutes' AND p.status = 'succeeded' "
+                "GROUP BY p.id"
+            )
+        ).all()
+    assert chained and {count for _id, count in chained} == {1}, chained
     # and the runs ran (skipped only by the overlap policy, never failed), workers alive.
     assert statuses <= {"succeeded", "skipped"}, statuses
     assert alive
