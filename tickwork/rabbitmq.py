@@ -1,24 +1,136 @@
-"""Dramatiq's RabbitMQ broker, with publishing connections that never go stale.
+"""Dramatiq's RabbitMQ broker, with publishing connections that never go stale, on one
+node or a cluster's, with classic or quorum queues.
 
 Every process that talks to RabbitMQ uses it: senders (:func:`tickwork.publish.sender_broker`)
 and workers (:class:`workers.dead_letters.DeadLetteringRabbitmqBroker` builds on it).
+Other AMQP connections (dead-letter collection, queue metrics, checks) use :func:`connect`,
+so every one of them knows every node of a cluster.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.common import dq_name, q_name, xq_name
 
 logger = logging.getLogger(__name__)
 
 RABBITMQ_DEFAULT_HEARTBEAT_S = 60
+QueueType = Literal["classic", "quorum"]
+QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
+# At-least-once dead-lettering of quorum queues (RabbitMQ 3.10+): a dead-lettered message
+# leaves its queue only once the dead-letter queue has confirmed it.
+AT_LEAST_ONCE_SINCE = (3, 10)
+
+
+def with_heartbeat(url: str) -> str:
+    """``url`` with an AMQP heartbeat, so a dead broker is noticed within a minute."""
+    if "heartbeat=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "heartbeat=30"
+
+
+def node_urls(broker_url: str | Sequence[str]) -> list[str]:
+    """The node URLs of ``broker_url`` (comma-separated, or a list), with heartbeats, in
+    a random order: the processes of a deployment spread over a cluster's nodes, and each
+    still tries every node before giving up (pika tries a list in order)."""
+    urls = broker_url.split(",") if isinstance(broker_url, str) else list(broker_url)
+    urls = [with_heartbeat(u.strip()) for u in urls if u.strip()]
+    random.shuffle(urls)
+    return urls
+
+
+def connect(broker_url: str | Sequence[str], timeout_s: float | None = None) -> Any:
+    """A ``pika.BlockingConnection`` to the first node of ``broker_url`` that answers."""
+    import pika
+
+    parameters = []
+    for url in node_urls(broker_url):
+        params = pika.URLParameters(url)
+        if timeout_s is not None:
+            params.socket_timeout = timeout_s
+            params.blocked_connection_timeout = timeout_s
+            params.stack_timeout = timeout_s
+        parameters.append(params)
+    return pika.BlockingConnection(parameters)
+
+
+def queue_arguments(
+    queue_name: str,
+    queue_type: QueueType,
+    delivery_limit: int,
+    *,
+    at_least_once: bool = True,
+    max_priority: int | None = None,
+) -> dict[str, Any]:
+    """The arguments tickwork declares ``queue_name`` with (a work queue, its ``.DQ`` or
+    its ``.XQ``). Classic: exactly Dramatiq's. Quorum: the same dead-lettering, and
+
+    - on the work queue, ``x-delivery-limit``: a message returned that often without an
+      ack (its worker died: Dramatiq does not count that as a retry) is dead-lettered by
+      RabbitMQ, at least once where the server can (3.10+);
+    - none on the ``.DQ``: workers hold delayed messages unacked until due, and each
+      worker restart returns them -- a limit would dead-letter a retry for a rolling
+      deploy; nothing in a delay queue is run there;
+    - none on the ``.XQ`` (it has no dead-letter queue of its own: a limit would drop).
+
+    Quorum queues have no ``x-max-priority`` (per-message priority came in 4.0, without
+    it): asking for both is refused.
+    """
+    canonical = q_name(queue_name)
+    if queue_name.endswith(".XQ"):
+        arguments: dict[str, Any] = {"x-message-ttl": DEAD_MESSAGE_TTL}
+    else:
+        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(canonical)}
+        if max_priority:
+            if queue_type == "quorum":
+                raise ValueError(
+                    "quorum queues do not support x-max-priority: use classic queues for "
+                    "broker priorities, or drop max_priority"
+                )
+            arguments["x-max-priority"] = max_priority
+    if queue_type == "classic":
+        return arguments
+    arguments["x-queue-type"] = "quorum"
+    if queue_name == canonical:
+        arguments["x-delivery-limit"] = delivery_limit
+        if at_least_once:
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"  # at-least-once requires it
+    return arguments
+
+
+def broker_options(settings: Any) -> dict[str, Any]:
+    """The keyword arguments of :class:`FreshConnectionsRabbitmqBroker` for ``settings``
+    (a :class:`tickwork.settings.Settings`): every node, queue type, confirms."""
+    return {
+        "url": node_urls(settings.broker_urls),
+        "confirm_delivery": settings.broker_confirm_delivery,
+        "queue_type": settings.queue_type,
+        "delivery_limit": settings.queue_delivery_limit,
+    }
+
+
+def server_version(connection: Any) -> tuple[int, ...]:
+    """The RabbitMQ version a ``pika.BlockingConnection`` is connected to ((0,) unknown)."""
+    impl = getattr(connection, "_impl", connection)
+    raw = (getattr(impl, "server_properties", None) or {}).get("version", b"")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    numbers = []
+    for piece in text.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers) or (0,)
 
 
 class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
@@ -41,8 +153,21 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
     lost while in use (the broker restarted) is still reported as pika and Dramatiq do.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, queue_type: QueueType = "classic", delivery_limit: int = 5, **kwargs: Any
+    ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(f"queue_type must be classic or quorum, not {queue_type!r}")
+        if queue_type == "quorum" and not kwargs.get("confirm_delivery"):
+            raise ValueError("quorum queues need confirm_delivery=True (publisher confirms)")
+        if queue_type == "quorum" and kwargs.get("max_priority"):
+            raise ValueError("quorum queues do not support x-max-priority (max_priority)")
+        url = kwargs.get("url")
+        if isinstance(url, str) and "," in url:  # a cluster's nodes, as in the settings
+            kwargs["url"] = node_urls(url)
         super().__init__(**kwargs)
+        self.queue_type: QueueType = queue_type
+        self.delivery_limit = delivery_limit
         params = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
         heartbeat = getattr(params, "heartbeat", None)
         if heartbeat is None or not isinstance(heartbeat, int | float):
@@ -67,6 +192,32 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
     @channel.deleter
     def channel(self) -> None:
         RabbitmqBroker.channel.fdel(self)  # type: ignore[attr-defined]
+
+    # --- queue arguments (Dramatiq declares Q, Q.DQ and Q.XQ on first use) -------------
+    def _arguments(self, queue_name: str) -> dict[str, Any]:
+        at_least_once = False
+        if self.queue_type == "quorum":
+            at_least_once = server_version(self.connection) >= AT_LEAST_ONCE_SINCE
+        return queue_arguments(
+            queue_name,
+            self.queue_type,
+            self.delivery_limit,
+            at_least_once=at_least_once,
+            max_priority=self.max_priority,
+        )
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self.channel.queue_declare(
+            queue=queue_name, durable=True, arguments=self._arguments(queue_name)
+        )
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        name = dq_name(queue_name)
+        return self.channel.queue_declare(queue=name, durable=True, arguments=self._arguments(name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        name = xq_name(queue_name)
+        return self.channel.queue_declare(queue=name, durable=True, arguments=self._arguments(name))
 
     def _replace_if_idle(self) -> None:
         state = self.state

@@ -40,7 +40,23 @@ class Settings(BaseSettings):
         None, description="postgresql://... or sqlite:///path; unset: SQLite in data_dir."
     )
     broker_url: str | None = Field(
-        None, description="amqp://user:pass@host:5672/vhost; unset or stub://: in-process."
+        None,
+        description="amqp://user:pass@host:5672/vhost; several, comma-separated, for the "
+        "nodes of a RabbitMQ cluster (each process connects to a live one and moves on when "
+        "it goes away); unset or stub://: in-process.",
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="RabbitMQ queue type of every queue tickwork declares: classic (one "
+        "node), or quorum (replicated on a cluster; needs publisher confirms). Changing it "
+        "on existing queues: `tickwork queues migrate --to ...`.",
+    )
+    queue_delivery_limit: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Quorum queues: RabbitMQ dead-letters a message returned this many times "
+        "without an ack (its worker died each time), even one tickwork never saw.",
     )
     queue_prefix: str = Field("", description="Prefix for every queue name (isolation).")
     fernet_key: SecretStr | None = Field(
@@ -262,18 +278,34 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str | None) -> str | None:
-        if value is None or value in ("", EMBEDDED_BROKER_URL):
+        if value is None or value.strip() in ("", EMBEDDED_BROKER_URL):
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ValueError("must start with amqp:// or amqps:// (or be unset for in-process)")
-        if not parts.hostname:
-            raise ValueError("has no host name")
-        try:
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            raise ValueError(f"has a malformed port ({exc})") from None
-        return value
+        urls = [part.strip() for part in value.split(",")]
+        for number, url in enumerate(urls, start=1):
+            which = f"URL {number} of {len(urls)} " if len(urls) > 1 else ""
+            if not url:
+                raise ValueError(f"{which}is empty (a stray comma?)")
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps"):
+                raise ValueError(
+                    f"{which}must start with amqp:// or amqps:// (or be unset for in-process)"
+                )
+            if not parts.hostname:
+                raise ValueError(f"{which}has no host name")
+            try:
+                parts.port  # noqa: B018 - raises on a malformed port
+            except ValueError as exc:
+                raise ValueError(f"{which}has a malformed port ({exc})") from None
+        return ",".join(urls)
+
+    @pydantic.model_validator(mode="after")
+    def _check_queue_type(self) -> Settings:
+        if self.queue_type == "quorum" and not self.broker_confirm_delivery:
+            raise ValueError(
+                "TICKWORK_QUEUE_TYPE=quorum needs TICKWORK_BROKER_CONFIRM_DELIVERY=true: a "
+                "publish to a replicated queue is safe only once RabbitMQ confirms it"
+            )
+        return self
 
     @field_validator("sync_source_url")
     @classmethod
@@ -326,6 +358,11 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         return self.broker_url is None
 
+    @property
+    def broker_urls(self) -> list[str]:
+        """The RabbitMQ node URLs (one, or a cluster's nodes); [] in the embedded mode."""
+        return self.broker_url.split(",") if self.broker_url else []
+
     @cached_property
     def sqlalchemy_url(self) -> str:
         """The database URL with the driver SQLAlchemy should use."""
@@ -352,6 +389,8 @@ def _env_name(field: str) -> str:
 
 def _describe(error: Mapping[str, Any]) -> str:
     """A validation error as one line naming the variable, in plain words."""
+    if not error.get("loc"):  # a rule across settings: its message names them
+        return str(error.get("msg", "")).removeprefix("Value error, ")
     field = str(error["loc"][0]) if error.get("loc") else "?"
     info = Settings.model_fields.get(field)
     bounds: dict[str, Any] = {}

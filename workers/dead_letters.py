@@ -404,13 +404,11 @@ def _collect_stub(settings: Any, db: Any, broker: Any, limit: int) -> int:
 
 
 def _collect_rabbitmq(settings: Any, db: Any, broker: Any, limit: int) -> int:
-    import pika
     from pika.exceptions import ChannelClosedByBroker
 
-    params = pika.URLParameters(settings.broker_url or "")
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.blocked_connection_timeout = CONNECT_TIMEOUT_S
-    connection = pika.BlockingConnection(params)
+    from tickwork.rabbitmq import connect
+
+    connection = connect(settings.broker_urls, timeout_s=CONNECT_TIMEOUT_S)
     taken = 0
     try:
         channel = connection.channel()
