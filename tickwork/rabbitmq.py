@@ -9,6 +9,7 @@ so every one of them knows every node of a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, q_name, xq_name
+from dramatiq.errors import ConnectionClosed
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ def broker_options(settings: Any) -> dict[str, Any]:
         "confirm_delivery": settings.broker_confirm_delivery,
         "queue_type": settings.queue_type,
         "delivery_limit": settings.queue_delivery_limit,
+        "publish_timeout_s": settings.broker_publish_timeout_s,
     }
 
 
@@ -154,7 +157,12 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
     """
 
     def __init__(
-        self, *, queue_type: QueueType = "classic", delivery_limit: int = 5, **kwargs: Any
+        self,
+        *,
+        queue_type: QueueType = "classic",
+        delivery_limit: int = 5,
+        publish_timeout_s: float = 0,
+        **kwargs: Any,
     ) -> None:
         if queue_type not in QUEUE_TYPES:
             raise ValueError(f"queue_type must be classic or quorum, not {queue_type!r}")
@@ -168,6 +176,7 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
         super().__init__(**kwargs)
         self.queue_type: QueueType = queue_type
         self.delivery_limit = delivery_limit
+        self.publish_timeout_s = publish_timeout_s
         params = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
         heartbeat = getattr(params, "heartbeat", None)
         if heartbeat is None or not isinstance(heartbeat, int | float):
@@ -178,7 +187,9 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
     @property
     def connection(self) -> Any:
         self._replace_if_idle()
-        return super().connection
+        connection = super().connection
+        self._arm_publish_timer(connection)
+        return connection
 
     @connection.deleter
     def connection(self) -> None:
@@ -192,6 +203,73 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
     @channel.deleter
     def channel(self) -> None:
         RabbitmqBroker.channel.fdel(self)  # type: ignore[attr-defined]
+
+    # --- a publish RabbitMQ cannot confirm fails, it does not hang --------------------
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        """Dramatiq's enqueue, bounded by ``publish_timeout_s`` when publishing is
+        confirmed. A quorum queue that has lost its majority neither confirms nor refuses
+        a publish: pika would wait for ever. Past the timeout the publish raises
+        :class:`PublishTimeout` -- the message counts as not sent (RabbitMQ may still
+        take it once the majority is back: at least once, as always) -- and the
+        connection it used is dropped, so the next publish starts clean."""
+        if not self.confirm_delivery or not self.publish_timeout_s:
+            return super().enqueue(message, delay=delay)
+        state = self.state
+        state.publish_deadline = time.monotonic() + self.publish_timeout_s
+        try:
+            return super().enqueue(message, delay=delay)
+        except _ConfirmOverdue:
+            logger.error(
+                "RabbitMQ did not confirm message %s on %s within %.0f s; not sent",
+                message.message_id,
+                message.queue_name,
+                self.publish_timeout_s,
+            )
+            self._discard_thread_connection()
+            raise PublishTimeout(  # type: ignore[no-untyped-call]
+                f"RabbitMQ did not confirm message {message.message_id} on queue "
+                f"{message.queue_name!r} within {self.publish_timeout_s:g} s (a quorum queue "
+                "without a majority of its nodes, or a blocked broker): not sent"
+            ) from None
+        finally:
+            state.publish_deadline = None
+            self._disarm_publish_timer()
+
+    def _arm_publish_timer(self, connection: Any) -> None:
+        state = self.state
+        deadline = getattr(state, "publish_deadline", None)
+        armed = getattr(state, "publish_timer", None)
+        if deadline is None or (armed is not None and armed[0] is connection):
+            return
+        impl = getattr(connection, "_impl", None)
+        if impl is None:
+            return
+        timer = impl.ioloop.call_later(max(0.0, deadline - time.monotonic()), _overdue)
+        state.publish_timer = (connection, timer)
+
+    def _disarm_publish_timer(self) -> None:
+        armed = getattr(self.state, "publish_timer", None)
+        self.state.publish_timer = None
+        if armed is not None:
+            with contextlib.suppress(Exception):  # its connection is gone already
+                armed[0]._impl.ioloop.remove_timeout(armed[1])
+
+    def _discard_thread_connection(self) -> None:
+        state = self.state
+        channel = getattr(state, "channel", None)
+        connection = getattr(state, "connection", None)
+        for name in ("channel", "connection"):
+            if hasattr(state, name):
+                delattr(state, name)
+        self.channels.discard(channel)
+        self.connections.discard(connection)
+        # Dropped, not closed: RabbitMQ answers a close only once the unconfirmed publish
+        # is settled (a minute later), and nothing else uses this connection.
+        impl = getattr(connection, "_impl", None)
+        try:
+            impl._adapter_disconnect_stream()  # type: ignore[union-attr]
+        except Exception:
+            _close_quietly([connection])
 
     # --- queue arguments (Dramatiq declares Q, Q.DQ and Q.XQ on first use) -------------
     def _arguments(self, queue_name: str) -> dict[str, Any]:
@@ -241,6 +319,20 @@ class FreshConnectionsRabbitmqBroker(RabbitmqBroker):
         already dropped is expected (pika's reports of it at DEBUG)."""
         with expected_disconnects():
             super().close()
+
+
+class PublishTimeout(ConnectionClosed):
+    """RabbitMQ did not confirm a publish in time: the message is not sent (a kind of
+    Dramatiq's ConnectionClosed, so senders that retry a lost broker retry this too)."""
+
+
+class _ConfirmOverdue(Exception):
+    """Raised by a connection's timer inside pika's wait for a confirm (not an AMQP
+    error, so Dramatiq's enqueue does not retry on the same stuck queue)."""
+
+
+def _overdue() -> None:
+    raise _ConfirmOverdue
 
 
 def _close_quietly(things: list[Any]) -> None:

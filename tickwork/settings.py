@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     broker_confirm_delivery: bool = Field(
         True, description="Wait for RabbitMQ to confirm each publish (slower, never lost)."
     )
+    broker_publish_timeout_s: float = Field(
+        15.0,
+        ge=0,
+        le=600,
+        description=(
+            "With confirms: a publish RabbitMQ has not confirmed after this long fails "
+            "(a quorum queue without its majority never answers); 0 waits for ever."
+        ),
+    )
     run_heartbeat_s: int = Field(
         5,
         ge=1,
