@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="Quorum queues: RabbitMQ dead-letters a message returned this many times "
         "without an ack (its worker died each time), even one tickwork never saw.",
     )
+    rabbitmq_management_url: str | None = Field(
+        None,
+        description="http(s)://user:pass@host:15672: RabbitMQ's management API, for the "
+        "queue type and leader node in `tickwork queues list` (unset: AMQP counts only).",
+    )
     queue_prefix: str = Field("", description="Prefix for every queue name (isolation).")
     fernet_key: SecretStr | None = Field(
         None, description="Fernet key encrypting OAuth tokens at rest; unset: file in data_dir."
@@ -315,6 +320,16 @@ class Settings(BaseSettings):
                 "publish to a replicated queue is safe only once RabbitMQ confirms it"
             )
         return self
+
+    @field_validator("rabbitmq_management_url")
+    @classmethod
+    def _check_management_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://user:pass@host:15672")
+        return value
 
     @field_validator("sync_source_url")
     @classmethod
