@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tests.acceptance.reliability.private_rabbitmq import PrivateRabbitMQ
-from tests.conftest import service_unavailable
+from tests.conftest import free_port, service_unavailable
 
 QUEUE_COLUMNS = ("name", "type", "leader", "members", "messages", "consumers")
 
@@ -35,6 +35,25 @@ class PrivateRabbitMQCluster:
     def __init__(self, size: int = 3) -> None:
         self.nodes = [PrivateRabbitMQ() for _ in range(size)]
         self.stopped: set[str] = set()
+        # The management API on the first node (it answers for the whole cluster, from
+        # the statistics each node's agent sends).
+        first = self.nodes[0]
+        self.management_port = free_port()
+        conf = first.dir / "rabbitmq.conf"
+        conf.write_text(
+            conf.read_text()
+            + f"management.tcp.port = {self.management_port}\nmanagement.tcp.ip = 127.0.0.1\n"
+            "collect_statistics_interval = 1000\n"
+        )
+        (first.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        for node in self.nodes[1:]:  # each node reports its queues' statistics
+            (node.dir / "enabled_plugins").write_text("[rabbitmq_management_agent].\n")
+            conf = node.dir / "rabbitmq.conf"
+            conf.write_text(conf.read_text() + "collect_statistics_interval = 1000\n")
+
+    @property
+    def management_url(self) -> str:
+        return f"http://guest:guest@127.0.0.1:{self.management_port}/"
 
     @property
     def urls(self) -> list[str]:
@@ -78,9 +97,7 @@ class PrivateRabbitMQCluster:
 
     def queues(self) -> dict[str, QueueRow]:
         """Every queue of the cluster, asked of a running node."""
-        out = self.running().ctl(
-            "list_queues", "-q", "--formatter", "json", *QUEUE_COLUMNS
-        )
+        out = self.running().ctl("list_queues", "-q", "--formatter", "json", *QUEUE_COLUMNS)
         import json
 
         rows: dict[str, QueueRow] = {}

@@ -319,3 +319,66 @@ def test_worker_killing_message_is_dead_lettered_by_the_delivery_limit(
             max_recovery_s=time.monotonic() - started,
         )
     )
+
+
+def test_migrate_loaded_classic_queues_on_the_cluster_then_drain(
+    tmp_path: Path,
+    cluster: PrivateRabbitMQCluster,
+    cluster_env: dict[str, str],
+    start_process: ProcessStarter,
+    soak: bool,
+) -> None:
+    from tickwork.settings import load_settings
+    from workers.app import build_runtime
+
+    total = 2_000 if soak else 200
+    marker = tmp_path / "executions"
+    classic_env = {**cluster_env, "TICKWORK_QUEUE_TYPE": "classic"}
+    quorum_env = {**cluster_env, "TICKWORK_RABBITMQ_MANAGEMENT_URL": cluster.management_url}
+    prefix = cluster_env["TICKWORK_QUEUE_PREFIX"]
+    # Given classic queues on the cluster loaded with jobs (a deployment before the change),
+    classic = build_runtime(load_settings(classic_env))
+    actor = classic.broker.get_actor("rel_work")
+    for _ in range(total):
+        actor.send(seconds=0.0, marker=str(marker))
+    classic.broker.close()
+
+    def listing() -> dict[str, Any]:
+        listed = run_tickwork("queues", "list", "--format", "json", cwd=tmp_path, **quorum_env)
+        assert listed.returncode == 0, listed.stderr
+        return {r["name"]: r for r in json.loads(listed.stdout)}
+
+    # (the management API's counts lag by its statistics interval)
+    wait_for(lambda: listing()[prefix + "default"]["messages"] == total, 30, "counted")
+    assert listing()[prefix + "default"]["type"] == "classic"
+    # when `tickwork queues migrate --to quorum` runs (workers stopped),
+    started = time.monotonic()
+    done = run_tickwork("queues", "migrate", "--to", "quorum", cwd=tmp_path, **quorum_env)
+    migrate_s = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    # then the listing shows quorum queues, each with its leader, holding every message,
+    wait_for(lambda: listing()[prefix + "default"]["messages"] == total, 30, "counted")
+    row = listing()[prefix + "default"]
+    assert row["type"] == "quorum" and row["messages"] == total, row
+    assert row["leader"] in {n.node for n in cluster.nodes}
+    # and workers on quorum queues process each message once.
+    worker = start_process("worker", quorum_env)
+    wait_for(
+        lambda: _succeeded(classic) >= total,
+        180,
+        "every migrated message processed",
+        processes=[worker],
+    )
+    executed = executions(marker)
+    record(
+        Figures(
+            f"quorum: migrate loaded classic queues ({migrate_s:.1f} s)",
+            total,
+            lost=total - len(set(executed)),
+            duplicated=len(executed) - len(set(executed)),
+            stuck=0,
+            max_recovery_s=migrate_s,
+        )
+    )
+    classic.db.dispose()
+    assert len(set(executed)) == total and len(executed) == total
