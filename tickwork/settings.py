@@ -285,8 +285,13 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme.split("+")[0] not in ("postgresql", "postgres", "sqlite"):
             raise ValueError("must start with postgresql:// or sqlite:///")
-        if scheme.startswith("postgres") and not urlsplit(value).hostname:
-            raise ValueError("has no host name")
+        if scheme.startswith("postgres"):
+            hosts = _postgres_hosts(value)
+            if not hosts or not all(host for host, _port in hosts):
+                raise ValueError("has no host name")
+            for host, port in hosts:
+                if port and not port.isdigit():
+                    raise ValueError(f"has a malformed port for host {host!r}")
         return value
 
     @field_validator("broker_url")
@@ -392,7 +397,7 @@ class Settings(BaseSettings):
         """The database URL with the driver SQLAlchemy should use."""
         if self.database_url is None:
             return f"sqlite:///{(self.data_dir / 'tickwork.sqlite3').resolve()}"
-        url = self.database_url
+        url = _multi_host_as_query(self.database_url)
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
@@ -405,6 +410,34 @@ class Settings(BaseSettings):
     def queue(self, name: str) -> str:
         """The real queue name for a logical queue (``default``, ``long``...)."""
         return f"{self.queue_prefix}{name}"
+
+
+def _postgres_hosts(url: str) -> list[tuple[str, str]]:
+    """The (host, port) pairs of a PostgreSQL URL: libpq's several hosts in the netloc
+    (``host1:5432,host2:5432``), or SQLAlchemy's ``?host=h1:5432&host=h2:5432``."""
+    from urllib.parse import parse_qs
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    found = netloc.split(",") if netloc else parse_qs(parts.query).get("host", [])
+    return [(h.rpartition(":")[0], h.rpartition(":")[2]) if ":" in h else (h, "") for h in found]
+
+
+def _multi_host_as_query(url: str) -> str:
+    """libpq's multi-host URL (``postgresql://u@h1:5432,h2:5432/db?...``, tried in order:
+    with ``target_session_attrs=read-write`` the one that accepts writes) in the form
+    SQLAlchemy parses: ``postgresql://u@/db?host=h1:5432&host=h2:5432&...``."""
+    from urllib.parse import quote
+
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = "&".join(f"host={quote(h, safe=':')}" for h in hosts.split(","))
+    if parts.query:
+        query += "&" + parts.query
+    netloc = f"{userinfo}@" if userinfo else ""
+    return f"{parts.scheme}://{netloc}{parts.path}?{query}"
 
 
 def _env_name(field: str) -> str:

@@ -273,8 +273,11 @@ def test_worker_killing_message_is_dead_lettered_by_the_delivery_limit(
     start_process: ProcessStarter,
 ) -> None:
     marker = tmp_path / "deliveries"
-    # Given tickwork's own redelivery guard set out of the way (RabbitMQ must act),
-    env = {**cluster_env, "TICKWORK_MAX_REDELIVERIES": "20"}
+    # Given tickwork's own redelivery guard set out of the way (RabbitMQ must act): no
+    # attempt limit, and each new worker started only once the dead one's run heartbeat
+    # is stale (a redelivery while it is fresh is deferred: sent again as a new message,
+    # whose delivery count starts over),
+    env = {**cluster_env, "TICKWORK_MAX_REDELIVERIES": "20", "TICKWORK_RUN_HEARTBEAT_S": "1"}
     # a message whose job SIGKILLs its worker at every delivery,
     message = producer.broker.get_actor("rel_kill_worker").send(marker=str(marker))
     xq = cluster_env["TICKWORK_QUEUE_PREFIX"] + "default.XQ"
@@ -300,6 +303,7 @@ def test_worker_killing_message_is_dead_lettered_by_the_delivery_limit(
             time.sleep(0.3)
         if worker.poll() is None:
             worker.kill9()
+        time.sleep(3.5)  # 3 heartbeats of 1 s: the run has lost its worker
     # then RabbitMQ dead-lettered it after the limit: first delivery + DELIVERY_LIMIT,
     deliveries = len(executions(marker))
     assert deliveries == DELIVERY_LIMIT + 1, deliveries
