@@ -155,3 +155,25 @@ def test_quorum_queues_on_rabbitmq_take_dramatiqs_operations(amqp_url: str) -> N
             channel.queue_delete(prefix + "default" + suffix)
         connection.close()
         broker.close()
+
+
+def test_a_multi_host_database_url_reaches_psycopg_as_hosts() -> None:
+    from sqlalchemy.engine import make_url
+
+    # Given libpq's multi-host URL (what PostgreSQL's docs show),
+    settings = load_settings(
+        {
+            "TICKWORK_DATABASE_URL": "postgresql://tw:pw@pg-a:5432,pg-b:5433/tickwork"
+            "?target_session_attrs=read-write"
+        }
+    )
+    # then SQLAlchemy gets it in the form it parses: both hosts, the attribute kept.
+    url = make_url(settings.sqlalchemy_url)
+    assert url.query["host"] == ("pg-a:5432", "pg-b:5433")
+    assert url.query["target_session_attrs"] == "read-write"
+    assert (url.username, url.password, url.database) == ("tw", "pw", "tickwork")
+    # and a host without a name, or a port that is not a number, is refused.
+    with pytest.raises(ConfigError, match="has no host name"):
+        load_settings({"TICKWORK_DATABASE_URL": "postgresql://tw@pg-a:5432,/tickwork"})
+    with pytest.raises(ConfigError, match="malformed port"):
+        load_settings({"TICKWORK_DATABASE_URL": "postgresql://tw@pg-a:x,pg-b/tickwork"})
