@@ -68,7 +68,7 @@ def collect_checks(
     def broker() -> str:
         if settings.embedded_broker:
             return "in-process (embedded mode)"
-        from tickwork.rabbitmq import connect
+        from tickwork.rabbitmq import connect  # pika only when a broker is configured
 
         connect(settings.broker_urls, timeout_s=5).close()
         return "RabbitMQ reachable"

@@ -116,7 +116,7 @@ class RabbitEvents:
                     self._registered = True
 
     def _connect(self) -> tuple[Any, Any]:
-        from tickwork.rabbitmq import connect
+        from tickwork.rabbitmq import connect  # pika and Dramatiq only once events are sent
 
         connection = connect(self.url, timeout_s=5)  # any live node of a cluster
         channel = connection.channel()

@@ -25,7 +25,7 @@ from schema.messaging import DeadLetter
 from schema.scheduling import JobRun
 from tickwork import queues
 from tickwork.clock import utcnow
-from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
+from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker, connect
 from tickwork.scrub import scrub
 from workers.runtime import get_runtime
 
@@ -422,8 +422,6 @@ def _collect_stub(settings: Any, db: Any, broker: Any, limit: int) -> int:
 
 def _collect_rabbitmq(settings: Any, db: Any, broker: Any, limit: int) -> int:
     from pika.exceptions import ChannelClosedByBroker
-
-    from tickwork.rabbitmq import connect
 
     connection = connect(settings.broker_urls, timeout_s=CONNECT_TIMEOUT_S)
     taken = 0

@@ -113,7 +113,7 @@ def _stub_depths(settings: Settings, broker: Any) -> list[QueueDepth]:
 def _rabbitmq_depths(settings: Settings) -> list[QueueDepth]:
     from pika.exceptions import ChannelClosedByBroker
 
-    from tickwork.rabbitmq import connect
+    from tickwork.rabbitmq import connect  # pika only for a RabbitMQ broker
 
     connection = connect(settings.broker_urls, timeout_s=CONNECT_TIMEOUT_S)
     try:
