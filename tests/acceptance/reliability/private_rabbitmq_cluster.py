@@ -117,8 +117,10 @@ class PrivateRabbitMQCluster:
         return self.node(self.queues()[queue].leader)
 
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(PrivateRabbitMQ.stop, self.nodes))
 
 
 @contextmanager
