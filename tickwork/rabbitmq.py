@@ -47,7 +47,42 @@ def node_urls(broker_url: str | Sequence[str]) -> list[str]:
     urls = broker_url.split(",") if isinstance(broker_url, str) else list(broker_url)
     urls = [with_heartbeat(u.strip()) for u in urls if u.strip()]
     random.shuffle(urls)
+    expect_nodes_down(len(urls))
     return urls
+
+
+# pika's reports of one node refusing a connection attempt. With several nodes, the next
+# is tried: one node down is expected, not an error (if every node fails, pika raises and
+# the caller reports it). Kept as WARNING, so a node that stays down is still seen.
+_NODE_ATTEMPT_MESSAGES = (
+    "Socket failed to connect",
+    "TCP Connection attempt failed",
+    "AMQPConnector - reporting failure",
+)
+_NODE_ATTEMPT_LOGGERS = (
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.utils.connection_workflow",
+)
+
+
+class _OneNodeDownFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(_NODE_ATTEMPT_MESSAGES):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_ONE_NODE_DOWN = _OneNodeDownFilter()
+
+
+def expect_nodes_down(node_count: int) -> None:
+    """With more than one node URL, pika's per-node connection failures log as WARNING."""
+    if node_count < 2:
+        return
+    for name in _NODE_ATTEMPT_LOGGERS:
+        log = logging.getLogger(name)
+        if _ONE_NODE_DOWN not in log.filters:
+            log.addFilter(_ONE_NODE_DOWN)
 
 
 def connect(broker_url: str | Sequence[str], timeout_s: float | None = None) -> Any:

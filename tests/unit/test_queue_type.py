@@ -177,3 +177,21 @@ def test_a_multi_host_database_url_reaches_psycopg_as_hosts() -> None:
         load_settings({"TICKWORK_DATABASE_URL": "postgresql://tw@pg-a:5432,/tickwork"})
     with pytest.raises(ConfigError, match="malformed port"):
         load_settings({"TICKWORK_DATABASE_URL": "postgresql://tw@pg-a:x,pg-b/tickwork"})
+
+
+def test_one_node_refusing_is_a_warning_when_there_are_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    # Given a cluster URL list whose first node refuses connections,
+    node_urls(["amqp://127.0.0.1:1/", "amqp://127.0.0.1:2/"])
+    log = logging.getLogger("pika.adapters.utils.connection_workflow")
+    # when pika reports that node's failed attempt, then it is a warning, not an error;
+    with caplog.at_level(logging.INFO, logger="pika"):
+        log.error("TCP Connection attempt failed: ConnectionRefusedError(111)")
+        log.error("AMQP connection workflow failed: everything")
+    levels = {r.getMessage().split(":")[0]: r.levelname for r in caplog.records}
+    assert levels["TCP Connection attempt failed"] == "WARNING"
+    # and the failure of every node stays an error.
+    assert levels["AMQP connection workflow failed"] == "ERROR"
