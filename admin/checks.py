@@ -68,13 +68,9 @@ def collect_checks(
     def broker() -> str:
         if settings.embedded_broker:
             return "in-process (embedded mode)"
-        import pika
+        from tickwork.rabbitmq import connect  # pika only when a broker is configured
 
-        params = pika.URLParameters(settings.broker_url or "")
-        params.socket_timeout = 5
-        params.blocked_connection_timeout = 5
-        connection = pika.BlockingConnection(params)
-        connection.close()
+        connect(settings.broker_urls, timeout_s=5).close()
         return "RabbitMQ reachable"
 
     report("broker", broker)

@@ -117,12 +117,9 @@ class RabbitEvents:
                     self._registered = True
 
     def _connect(self) -> tuple[Any, Any]:
-        import pika
+        from tickwork.rabbitmq import connect  # pika and Dramatiq only once events are sent
 
-        params = pika.URLParameters(self.url)
-        params.socket_timeout = 5
-        params.blocked_connection_timeout = 5
-        connection = pika.BlockingConnection(params)
+        connection = connect(self.url, timeout_s=5)  # any live node of a cluster
         channel = connection.channel()
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
         return connection, channel

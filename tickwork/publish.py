@@ -17,7 +17,7 @@ from dramatiq import Message
 
 from tickwork.contracts import CATALOGUE, Contract, actor_for, encode
 from tickwork.errors import ConfigError
-from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
+from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker, broker_options
 from tickwork.settings import Settings
 
 
@@ -69,13 +69,6 @@ def publish(
     return send(broker, payload_message(settings, payload), delay_ms)
 
 
-def with_heartbeat(url: str) -> str:
-    """``url`` with an AMQP heartbeat, so a dead broker is noticed within a minute."""
-    if "heartbeat=" in url:
-        return url
-    return url + ("&" if "?" in url else "?") + "heartbeat=30"
-
-
 def sender_broker(settings: Settings) -> dramatiq.Broker:
     """A broker for a process that only sends (a service, the ticker): RabbitMQ with
     publisher confirms as configured, no worker middleware."""
@@ -84,8 +77,4 @@ def sender_broker(settings: Settings) -> dramatiq.Broker:
             "TICKWORK_BROKER_URL: sending from another process needs RabbitMQ (amqp://...); "
             "in the embedded mode, send through the running system's broker"
         )
-    return FreshConnectionsRabbitmqBroker(
-        url=with_heartbeat(settings.broker_url or ""),
-        confirm_delivery=settings.broker_confirm_delivery,
-        middleware=[],
-    )
+    return FreshConnectionsRabbitmqBroker(middleware=[], **broker_options(settings))

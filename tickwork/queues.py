@@ -6,3 +6,9 @@ LONG = "long"  # installs and scratch orgs, long time limit
 SCHEDULER = "scheduler"  # ticks and dispatch
 
 ALL = (DEFAULT, SHORT, LONG, SCHEDULER)
+
+
+def physical_names(prefix: str) -> list[str]:
+    """Every queue tickwork declares, with ``prefix``: each logical queue, its delay
+    queue (``.DQ``) and its dead-letter queue (``.XQ``)."""
+    return [f"{prefix}{name}{suffix}" for name in ALL for suffix in ("", ".DQ", ".XQ")]

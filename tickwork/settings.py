@@ -40,7 +40,28 @@ class Settings(BaseSettings):
         None, description="postgresql://... or sqlite:///path; unset: SQLite in data_dir."
     )
     broker_url: str | None = Field(
-        None, description="amqp://user:pass@host:5672/vhost; unset or stub://: in-process."
+        None,
+        description="amqp://user:pass@host:5672/vhost; several, comma-separated, for the "
+        "nodes of a RabbitMQ cluster (each process connects to a live one and moves on when "
+        "it goes away); unset or stub://: in-process.",
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="RabbitMQ queue type of every queue tickwork declares: classic (one "
+        "node), or quorum (replicated on a cluster; needs publisher confirms). Changing it "
+        "on existing queues: `tickwork queues migrate --to ...`.",
+    )
+    queue_delivery_limit: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Quorum queues: RabbitMQ dead-letters a message returned this many times "
+        "without an ack (its worker died each time), even one tickwork never saw.",
+    )
+    rabbitmq_management_url: str | None = Field(
+        None,
+        description="http(s)://user:pass@host:15672: RabbitMQ's management API, for the "
+        "queue type and leader node in `tickwork queues list` (unset: AMQP counts only).",
     )
     queue_prefix: str = Field("", description="Prefix for every queue name (isolation).")
     fernet_key: SecretStr | None = Field(
@@ -94,6 +115,15 @@ class Settings(BaseSettings):
     )
     broker_confirm_delivery: bool = Field(
         True, description="Wait for RabbitMQ to confirm each publish (slower, never lost)."
+    )
+    broker_publish_timeout_s: float = Field(
+        15.0,
+        ge=0,
+        le=600,
+        description=(
+            "With confirms: a publish RabbitMQ has not confirmed after this long fails "
+            "(a quorum queue without its majority never answers); 0 waits for ever."
+        ),
     )
     run_heartbeat_s: int = Field(
         5,
@@ -289,24 +319,55 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme.split("+")[0] not in ("postgresql", "postgres", "sqlite"):
             raise ValueError("must start with postgresql:// or sqlite:///")
-        if scheme.startswith("postgres") and not urlsplit(value).hostname:
-            raise ValueError("has no host name")
+        if scheme.startswith("postgres"):
+            hosts = _postgres_hosts(value)
+            if not hosts or not all(host for host, _port in hosts):
+                raise ValueError("has no host name")
+            for host, port in hosts:
+                if port and not port.isdigit():
+                    raise ValueError(f"has a malformed port for host {host!r}")
         return value
 
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str | None) -> str | None:
-        if value is None or value in ("", EMBEDDED_BROKER_URL):
+        if value is None or value.strip() in ("", EMBEDDED_BROKER_URL):
+            return None
+        urls = [part.strip() for part in value.split(",")]
+        for number, url in enumerate(urls, start=1):
+            which = f"URL {number} of {len(urls)} " if len(urls) > 1 else ""
+            if not url:
+                raise ValueError(f"{which}is empty (a stray comma?)")
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps"):
+                raise ValueError(
+                    f"{which}must start with amqp:// or amqps:// (or be unset for in-process)"
+                )
+            if not parts.hostname:
+                raise ValueError(f"{which}has no host name")
+            try:
+                parts.port  # noqa: B018 - raises on a malformed port
+            except ValueError as exc:
+                raise ValueError(f"{which}has a malformed port ({exc})") from None
+        return ",".join(urls)
+
+    @pydantic.model_validator(mode="after")
+    def _check_queue_type(self) -> Settings:
+        if self.queue_type == "quorum" and not self.broker_confirm_delivery:
+            raise ValueError(
+                "TICKWORK_QUEUE_TYPE=quorum needs TICKWORK_BROKER_CONFIRM_DELIVERY=true: a "
+                "publish to a replicated queue is safe only once RabbitMQ confirms it"
+            )
+        return self
+
+    @field_validator("rabbitmq_management_url")
+    @classmethod
+    def _check_management_url(cls, value: str | None) -> str | None:
+        if not value:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ValueError("must start with amqp:// or amqps:// (or be unset for in-process)")
-        if not parts.hostname:
-            raise ValueError("has no host name")
-        try:
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            raise ValueError(f"has a malformed port ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://user:pass@host:15672")
         return value
 
     @field_validator("sync_source_url")
@@ -360,12 +421,17 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         return self.broker_url is None
 
+    @property
+    def broker_urls(self) -> list[str]:
+        """The RabbitMQ node URLs (one, or a cluster's nodes); [] in the embedded mode."""
+        return self.broker_url.split(",") if self.broker_url else []
+
     @cached_property
     def sqlalchemy_url(self) -> str:
         """The database URL with the driver SQLAlchemy should use."""
         if self.database_url is None:
             return f"sqlite:///{(self.data_dir / 'tickwork.sqlite3').resolve()}"
-        url = self.database_url
+        url = _multi_host_as_query(self.database_url)
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
@@ -380,12 +446,42 @@ class Settings(BaseSettings):
         return f"{self.queue_prefix}{name}"
 
 
+def _postgres_hosts(url: str) -> list[tuple[str, str]]:
+    """The (host, port) pairs of a PostgreSQL URL: libpq's several hosts in the netloc
+    (``host1:5432,host2:5432``), or SQLAlchemy's ``?host=h1:5432&host=h2:5432``."""
+    from urllib.parse import parse_qs
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    found = netloc.split(",") if netloc else parse_qs(parts.query).get("host", [])
+    return [(h.rpartition(":")[0], h.rpartition(":")[2]) if ":" in h else (h, "") for h in found]
+
+
+def _multi_host_as_query(url: str) -> str:
+    """libpq's multi-host URL (``postgresql://u@h1:5432,h2:5432/db?...``, tried in order:
+    with ``target_session_attrs=read-write`` the one that accepts writes) in the form
+    SQLAlchemy parses: ``postgresql://u@/db?host=h1:5432&host=h2:5432&...``."""
+    from urllib.parse import quote
+
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = "&".join(f"host={quote(h, safe=':')}" for h in hosts.split(","))
+    if parts.query:
+        query += "&" + parts.query
+    netloc = f"{userinfo}@" if userinfo else ""
+    return f"{parts.scheme}://{netloc}{parts.path}?{query}"
+
+
 def _env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     """A validation error as one line naming the variable, in plain words."""
+    if not error.get("loc"):  # a rule across settings: its message names them
+        return str(error.get("msg", "")).removeprefix("Value error, ")
     field = str(error["loc"][0]) if error.get("loc") else "?"
     info = Settings.model_fields.get(field)
     bounds: dict[str, Any] = {}

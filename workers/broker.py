@@ -27,7 +27,7 @@ from periodiq import PeriodiqMiddleware
 
 from tickwork.contracts import TICK
 from tickwork.logs import process_role
-from tickwork.publish import with_heartbeat
+from tickwork.rabbitmq import broker_options
 from tickwork.settings import Settings
 from workers.acks import AcksAfterOutcome
 from workers.dead_letters import DeadLetteringConsumer, DeadLetteringRabbitmqBroker
@@ -71,15 +71,21 @@ def build_middleware(
     ]
 
 
+DELAY_PREFETCH_PER_THREAD = 1000  # Dramatiq's own default, now stated here
+
+
 class Prefetch(Middleware):
     """Sets how many messages a worker takes per queue before acking (Dramatiq's default,
-    2 per thread, starves the batched outcome writes: acks wait for their commit)."""
+    2 per thread, starves the batched outcome writes: acks wait for their commit), and
+    from each delay queue (held unacked until due). Both explicit: a quorum queue has
+    no global QoS to fall back on, and an unset prefetch would be unlimited."""
 
     def __init__(self, prefetch: int) -> None:
         self.prefetch = prefetch
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         worker.queue_prefetch = self.prefetch or 4 * worker.worker_threads
+        worker.delay_prefetch = min(DELAY_PREFETCH_PER_THREAD * worker.worker_threads, 65535)
 
 
 def _heartbeat_file(settings: Settings) -> Path | None:
@@ -130,12 +136,7 @@ def build_broker(
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     else:
-        url = with_heartbeat(settings.broker_url or "")
-        broker = WorkerRabbitmqBroker(
-            url=url,
-            middleware=middleware,
-            confirm_delivery=settings.broker_confirm_delivery,
-        )
+        broker = WorkerRabbitmqBroker(middleware=middleware, **broker_options(settings))
     return broker
 
 

@@ -25,7 +25,7 @@ from schema.messaging import DeadLetter
 from schema.scheduling import JobRun
 from tickwork import queues
 from tickwork.clock import utcnow
-from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker
+from tickwork.rabbitmq import FreshConnectionsRabbitmqBroker, connect
 from tickwork.scrub import scrub
 from workers.runtime import get_runtime
 
@@ -250,13 +250,27 @@ def broker_queue_names(settings: Any, broker: Any = None) -> list[str]:
     return names
 
 
-def failure_reason(session: Any, data: dict[str, Any], last_error: str | None = None) -> str:
+DELIVERY_LIMIT = "delivery_limit"  # x-death reason of a quorum queue's delivery limit
+
+
+def failure_reason(
+    session: Any,
+    data: dict[str, Any],
+    last_error: str | None = None,
+    death: tuple[str, int | None] | None = None,
+) -> str:
     """Why Dramatiq dead-lettered ``data`` (a message as a dict) on its own. RabbitMQ
     keeps no reason: a message retried carries its retry count and the traceback of the
     attempt before the last; the run record of a job says how it ended. The StubBroker
     keeps the last exception (``last_error``)."""
 
     parts = [UNKNOWN_FAILURE]
+    if death is not None and death[0] == DELIVERY_LIMIT:
+        times = f"{death[1]} times" if death[1] else "too often"
+        parts = [
+            f"delivered {times} without an outcome: RabbitMQ's delivery limit "
+            "(TICKWORK_QUEUE_DELIVERY_LIMIT; its worker died each time)"
+        ]
     options = data.get("options") if isinstance(data.get("options"), dict) else {}
     assert isinstance(options, dict)
     trace = options.get("traceback")
@@ -290,7 +304,8 @@ def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-Item = tuple[bytes | dict[str, Any], Any]  # (body or message as a dict, dead-lettered at)
+# (body or message as a dict, dead-lettered at, RabbitMQ's reason and delivery count)
+Item = tuple[bytes | dict[str, Any], Any, tuple[str, int | None] | None]
 LAST_ERROR = "__last_error__"  # key of a StubBroker message's exception in its dict
 
 
@@ -307,7 +322,7 @@ def _store_batch(db: Any, queue_name: str, items: list[Item]) -> int:
             )
         )
         malformed: list[dict[str, Any]] | None = None
-        for item, died_at in items:
+        for item, died_at, death in items:
             last_error = None
             if isinstance(item, dict):
                 data: Any = dict(item)
@@ -345,7 +360,9 @@ def _store_batch(db: Any, queue_name: str, items: list[Item]) -> int:
             reason = (
                 f"body is not a message: {why}"
                 if why is not None and not why.startswith("message names queue")
-                else failure_reason(session, data if isinstance(data, dict) else {}, last_error)
+                else failure_reason(
+                    session, data if isinstance(data, dict) else {}, last_error, death
+                )
             )
             session.add(
                 DeadLetter(
@@ -394,7 +411,7 @@ def _collect_stub(settings: Any, db: Any, broker: Any, limit: int) -> int:
             exception = getattr(proxy, "_exception", None)
             if exception is not None:
                 data[LAST_ERROR] = f"{type(exception).__name__}: {exception}"
-            items.append((data, None))
+            items.append((data, None, None))
         _store_batch(db, name, items)
         for proxy in batch:  # committed: now they may leave the broker's list
             with contextlib.suppress(ValueError):  # gone already (another collector)
@@ -404,13 +421,9 @@ def _collect_stub(settings: Any, db: Any, broker: Any, limit: int) -> int:
 
 
 def _collect_rabbitmq(settings: Any, db: Any, broker: Any, limit: int) -> int:
-    import pika
     from pika.exceptions import ChannelClosedByBroker
 
-    params = pika.URLParameters(settings.broker_url or "")
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.blocked_connection_timeout = CONNECT_TIMEOUT_S
-    connection = pika.BlockingConnection(params)
+    connection = connect(settings.broker_urls, timeout_s=CONNECT_TIMEOUT_S)
     taken = 0
     try:
         channel = connection.channel()
@@ -431,7 +444,7 @@ def _collect_rabbitmq(settings: Any, db: Any, broker: Any, limit: int) -> int:
                     if method is None:
                         break
                     last_tag = method.delivery_tag
-                    batch.append((body, _dead_lettered_at(properties)))
+                    batch.append((body, _dead_lettered_at(properties), _death(properties)))
                 if last_tag is None:
                     break
                 _store_batch(db, name, batch)  # raises: the connection closes, all go back
@@ -454,6 +467,19 @@ def _dead_lettered_at(properties: Any) -> Any:
         if isinstance(when, dt.datetime):
             return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
     return None
+
+
+def _death(properties: Any) -> tuple[str, int | None] | None:
+    """Why RabbitMQ dead-lettered the message (its last ``x-death`` reason: rejected,
+    expired, delivery_limit...) and how often a quorum queue had delivered it."""
+    headers = getattr(properties, "headers", None) or {}
+    deaths = headers.get("x-death")
+    if not (isinstance(deaths, list) and deaths and isinstance(deaths[0], dict)):
+        return None
+    reason = deaths[0].get("reason")
+    reason = reason.decode() if isinstance(reason, bytes) else str(reason or "")
+    count = headers.get("x-delivery-count")
+    return reason, count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def without_retry_state(options: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from admin.cli import dead_letters as dead_letters_cli
 from admin.cli import jobs as jobs_cli
 from admin.cli import output
 from admin.cli import probe as probe_cli
+from admin.cli import queues as queues_cli
 from admin.cli import runs as runs_cli
 from admin.cli import schedule as schedule_cli
 from admin.cli.common import (
@@ -65,6 +66,7 @@ app.add_typer(api_tokens_cli.app, name="api-token")
 app.add_typer(dead_letters_cli.app, name="dead-letters")
 app.add_typer(runs_cli.app, name="runs")
 app.command("audit")(audit_cli.audit)
+app.add_typer(queues_cli.app, name="queues")
 app.command("hold")(jobs_cli.hold)
 app.command("release")(jobs_cli.release)
 register_app(app)

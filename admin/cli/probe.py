@@ -88,14 +88,10 @@ def readiness(
     finally:
         db.dispose()
     if not config.embedded_broker:
-        import pika
+        from tickwork.rabbitmq import connect
 
-        params = pika.URLParameters(config.broker_url or "")
-        params.socket_timeout = timeout_s
-        params.blocked_connection_timeout = timeout_s
-        params.connection_attempts = 1
-        try:
-            pika.BlockingConnection(params).close()
+        try:  # ready when any node of a cluster answers
+            connect(config.broker_urls, timeout_s=timeout_s).close()
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
             raise fail(f"broker not reachable: {detail}", 1) from None

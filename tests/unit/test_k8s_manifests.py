@@ -4,9 +4,11 @@ with CI=true a missing kubectl fails the run."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -16,9 +18,20 @@ import yaml
 from tests.conftest import IN_CI, REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "k8s"
-OVERLAYS = ["dev", "prod", "hpa"]
+OVERLAYS = ["dev", "prod", "hpa", "rabbitmq-cluster"]
 KUBERNETES_VERSION = "1.30.0"
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "PodMonitor",
+    "PrometheusRule",
+    "RabbitmqCluster",
+}
+CUSTOM_GROUPS = ("keda.sh", "monitoring.coreos.com", "rabbitmq.com")
+# Upstream CRDs, copied unchanged (public data), outside the repository: the RabbitMQ
+# Cluster Operator's is github.com/rabbitmq/cluster-operator,
+# config/crd/bases/rabbitmq.com_rabbitmqclusters.yaml.
+UPSTREAM_CRDS = Path(os.environ.get("UPSTREAM_CRDS_DIR", "/work/shared/upstream-crds"))
 WORKLOADS = {"Deployment", "Job"}
 
 
@@ -129,9 +142,7 @@ def test_every_overlay_renders_and_validates(rendered: list[dict[str, Any]]) -> 
     assert {"Deployment", "Job", "ConfigMap", "Service", "PodDisruptionBudget"} <= kinds
     for doc in rendered:
         if doc["kind"] in CUSTOM_KINDS:
-            assert doc["apiVersion"].split("/")[0] in ("keda.sh", "monitoring.coreos.com"), doc[
-                "apiVersion"
-            ]
+            assert doc["apiVersion"].split("/")[0] in CUSTOM_GROUPS, doc["apiVersion"]
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -145,8 +156,14 @@ def test_prod_scales_with_keda_and_ships_monitoring() -> None:
     kinds = {d["kind"] for d in docs}
     assert {"ScaledObject", "TriggerAuthentication", "PrometheusRule", "PodMonitor"} <= kinds
     scaled = next(d for d in docs if d["kind"] == "ScaledObject")
-    queues = {t["metadata"]["queueName"] for t in scaled["spec"]["triggers"]}
-    assert {"default", "long", "short", "default.DQ"} <= queues
+    queues = [t["metadata"]["queueName"] for t in scaled["spec"]["triggers"]]
+    # one trigger per queue workers consume, delay queues included, with the prefix
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["data"])
+    prefix = config["data"].get("TICKWORK_QUEUE_PREFIX", "")
+    from tickwork import queues as names
+
+    expected = [prefix + q + s for q in names.ALL for s in ("", ".DQ")]
+    assert sorted(queues) == sorted(expected)
     assert "HorizontalPodAutoscaler" in {d["kind"] for d in render("hpa")}
 
 
@@ -192,3 +209,49 @@ def test_dockerfile_is_multi_stage_non_root_without_build_tools() -> None:
     assert user and not user.group(1).startswith(("0", "root"))
     assert 'ENTRYPOINT ["tickwork"]' in final
     assert ":latest" not in text
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD's openAPIV3Schema as JSON Schema that refuses unknown fields (the API server
+    would silently prune them: a misspelt field would be lost)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def test_rabbitmq_cluster_overlay_quorum_and_valid_rabbitmqcluster() -> None:
+    import jsonschema
+
+    docs = render("rabbitmq-cluster")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["data"])
+    assert config["data"]["TICKWORK_QUEUE_TYPE"] == "quorum"
+    cluster = next(d for d in docs if d["kind"] == "RabbitmqCluster")
+    assert cluster["spec"]["replicas"] == 3
+    auth = next(d for d in docs if d["kind"] == "TriggerAuthentication")
+    assert (
+        auth["spec"]["secretTargetRef"][0]["name"] == f"{cluster['metadata']['name']}-default-user"
+    )
+    crd_file = UPSTREAM_CRDS / "rabbitmq.com_rabbitmqclusters.yaml"
+    if not crd_file.exists():
+        if IN_CI:
+            pytest.fail(f"{crd_file} missing (the RabbitMQ Cluster Operator's CRD), and CI=true")
+        pytest.skip(f"{crd_file} missing")
+    crd = yaml.safe_load(crd_file.read_text())
+    version = cluster["apiVersion"].split("/")[1]
+    served = {v["name"]: v for v in crd["spec"]["versions"]}
+    assert version in served and served[version]["served"]
+    schema = _strict(served[version]["schema"]["openAPIV3Schema"])
+    jsonschema.validate(cluster, schema)
+    # and the checker refuses a misspelt field.
+    broken = {**cluster, "spec": {**cluster["spec"], "replica": 3}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

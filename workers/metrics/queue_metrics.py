@@ -111,13 +111,11 @@ def _stub_depths(settings: Settings, broker: Any) -> list[QueueDepth]:
 
 
 def _rabbitmq_depths(settings: Settings) -> list[QueueDepth]:
-    import pika
     from pika.exceptions import ChannelClosedByBroker
 
-    params = pika.URLParameters(settings.broker_url or "")
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.blocked_connection_timeout = CONNECT_TIMEOUT_S
-    connection = pika.BlockingConnection(params)
+    from tickwork.rabbitmq import connect  # pika only for a RabbitMQ broker
+
+    connection = connect(settings.broker_urls, timeout_s=CONNECT_TIMEOUT_S)
     try:
         channel = connection.channel()
 
