@@ -30,6 +30,10 @@ from tickwork.settings import Settings
 from workers.context import JobResult, RunContext, current_run
 
 JobFn = Callable[..., "JobResult | int | None"]
+# What a slot does when it comes while a run of its job (and entry) is going
+# (docs/WORKFLOWS.md): skip it, run alongside, wait (at most one waiting), or ask the
+# running one to cancel and start once it has stopped.
+OVERLAP_POLICIES = ("skip", "allow", "buffer_one", "replace", "cancel_other")
 Precheck = Callable[[RunContext], "str | None"]
 
 
@@ -59,7 +63,7 @@ class JobSpec:
     max_retries: int | None = None  # None: settings.max_retries
     precheck: Precheck | None = None  # returns a reason to skip, or None to run
     catchup: Literal["skip", "once"] = "skip"
-    overlap: Literal["skip", "allow", "buffer_one"] = "skip"
+    overlap: Literal["skip", "allow", "buffer_one", "replace"] = "skip"
     jitter_s: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     # Workflows (docs/WORKFLOWS.md): jobs queued when a run succeeds; more schedule
@@ -86,7 +90,7 @@ def job(
     max_retries: int | None = None,
     precheck: Precheck | None = None,
     catchup: Literal["skip", "once"] = "skip",
-    overlap: Literal["skip", "allow", "buffer_one"] = "skip",
+    overlap: Literal["skip", "allow", "buffer_one", "replace", "cancel_other"] = "skip",
     jitter_s: int = 0,
     then: Iterable[str] = (),
     entries: Iterable[Entry] = (),
@@ -107,8 +111,12 @@ def job(
         raise ValueError(f"pause_after_failures must be 1 or more, not {pause_after_failures}")
     if catchup not in ("skip", "once"):
         raise ValueError(f"catchup must be 'skip' or 'once', not {catchup!r}")
-    if overlap not in ("skip", "allow", "buffer_one"):
-        raise ValueError(f"overlap must be 'skip', 'allow' or 'buffer_one', not {overlap!r}")
+    if overlap not in OVERLAP_POLICIES:
+        raise ValueError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, not {overlap!r}")
+    # Temporal's name for Kubernetes' Replace: one behaviour, two names users know.
+    policy: Literal["skip", "allow", "buffer_one", "replace"] = (
+        "replace" if overlap == "cancel_other" else overlap
+    )
     if queue not in queues.ALL:
         raise ValueError(f"queue must be one of {queues.ALL}, not {queue!r}")
 
@@ -147,7 +155,7 @@ def job(
             max_retries=max_retries,
             precheck=precheck,
             catchup=catchup,
-            overlap=overlap,
+            overlap=policy,
             jitter_s=jitter_s,
             then=chained,
             entries=more,

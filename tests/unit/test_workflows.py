@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from schema.audit import AuditEntry
 from schema.base import utcnow
 from schema.engine import Database
 from schema.scheduling import JobRun, ScheduledJobConfig
@@ -384,6 +385,46 @@ def test_buffer_one_keeps_one_run_waiting_behind_a_running_one(
     wait_for(lambda: runs(flow.db, "t_slow")[1].status == "succeeded", 30, "buffered run ran")
     assert tj.calls == ["t_slow", "t_slow"]
     assert runs(flow.db, "t_slow")[0].finished_at <= runs(flow.db, "t_slow")[1].started_at  # type: ignore[operator]
+
+
+def test_replace_cancels_the_running_run_and_starts_the_new_one_once_it_stopped(
+    flow: System, tj: ThrowawayJobs
+) -> None:
+    # Given a job with overlap replace (Kubernetes' Replace) that checks ctx.cancelled
+    # between its steps, and a run of it going,
+    jobs = tj.scheduled("t_steps", overlap="replace")
+    control.trigger(flow.db, flow.broker, "t_steps")
+    wait_for(lambda: [r.status for r in runs(flow.db, "t_steps")] == ["running"], 30, "running")
+    # when its next slot comes,
+    minute = floor_minute(utcnow())
+    dispatch(flow.db, flow.broker, minute, jobs=jobs)
+    # then the running run is asked to cancel and ends canceled, with an audit row naming
+    # the run that replaces it,
+    wait_for(lambda: runs(flow.db, "t_steps")[0].status == "canceled", 30, "old run canceled")
+    old, new = runs(flow.db, "t_steps")
+    assert old.records_processed < 200  # stopped between its steps, not run to its end
+    with flow.db.session() as s:
+        (row,) = s.scalars(select(AuditEntry).where(AuditEntry.target == f"run:{old.id}")).all()
+    assert (row.actor, row.action) == ("overlap:replace", "cancel")
+    assert f"replaced by run {new.id}" in (row.detail or "")
+    # and the new run starts once the old one has stopped (never both at once).
+    wait_for(lambda: runs(flow.db, "t_steps")[1].status == "succeeded", 60, "new run ran")
+    old, new = runs(flow.db, "t_steps")
+    assert (new.trigger, new.records_processed) == ("schedule", 200)
+    assert old.finished_at is not None and new.started_at is not None
+    assert old.finished_at <= new.started_at
+
+
+def test_cancel_other_is_temporals_name_for_replace() -> None:
+    @job(name="w_cancel_other", description="test", schedule="10 minutes", overlap="cancel_other")
+    def w_cancel_other() -> None: ...
+
+    try:
+        assert all_jobs()["w_cancel_other"].overlap == "replace"
+        with pytest.raises(ValueError, match="overlap must be one of"):
+            job(name="w_bad", description="test", overlap="terminate")(w_cancel_other)  # type: ignore[arg-type]
+    finally:
+        unregister("w_cancel_other")
 
 
 # --- interval from the last start -----------------------------------------------------

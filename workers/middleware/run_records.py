@@ -31,6 +31,7 @@ from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExce
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from schema.audit import record_audit
 from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
@@ -70,7 +71,8 @@ class StillRunning:
 
 @dataclass
 class Waiting:
-    """The run is buffered behind a running one of its job (overlap ``buffer_one``)."""
+    """The run is buffered behind a running one of its job (overlap ``buffer_one``, or
+    ``replace`` while the running one has not yet stopped for its cancel)."""
 
     run_id: int
 
@@ -154,7 +156,7 @@ class RunRecordMiddleware(Middleware):
         )
         overlap = message.options.get(OVERLAP_OPTION)
         skip_if_busy = overlap == "skip"
-        wait_if_busy = overlap == "buffer_one"
+        wait_if_busy = overlap in ("buffer_one", "replace")
 
         # Fast path, shared with the other threads' writes: mark the run started (or
         # create it for a plain message). It finds nothing when the run is finished or
@@ -263,12 +265,14 @@ class RunRecordMiddleware(Middleware):
     def _hold_back(
         self, broker: dramatiq.Broker, message: MessageProxy, waiting: Waiting, heartbeat_s: int
     ) -> NoReturn:
-        """Overlap ``buffer_one``: the job is running, so this run waits (stays queued)
-        and its message comes back after a heartbeat interval to look again."""
+        """Overlap ``buffer_one`` or ``replace``: the job is running, so this run waits
+        (stays queued) and its message comes back after a heartbeat interval to look
+        again."""
         logger.info(
-            "run %s of %s waits for the running one (overlap policy: buffer_one)",
+            "run %s of %s waits for the running one (overlap policy: %s)",
             waiting.run_id,
             message.actor_name,
+            message.options.get(OVERLAP_OPTION),
         )
         broker.enqueue(message.copy(), delay=heartbeat_s * 1000)
         raise SkipMessage(f"run {waiting.run_id} buffered behind a running one")
@@ -329,6 +333,8 @@ class RunRecordMiddleware(Middleware):
             session.flush()
             return Skipped(run)
         if wait_if_busy and run.status == "queued" and _job_busy(session, run, alive_after):
+            if message.options.get(OVERLAP_OPTION) == "replace":
+                _cancel_the_running(session, run, alive_after)
             return Waiting(run.id)
         run.status = "running"
         run.started_at = run.heartbeat_at = utcnow()
@@ -520,6 +526,42 @@ def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
         .limit(1)
     ).first()
     return other is not None
+
+
+def _cancel_the_running(session: Session, run: JobRun, alive_after: dt.datetime) -> None:
+    """Overlap ``replace``: ask the live runs of ``run``'s job (and entry) to cancel, as
+    an operator's cancel does (the job sees ``ctx.cancelled``); each asked once, with an
+    audit row naming the run that replaces it."""
+    now = utcnow()
+    others = session.scalars(
+        select(JobRun)
+        .where(
+            JobRun.job_name == run.job_name,
+            JobRun.entry == run.entry,
+            JobRun.id != run.id,
+            JobRun.cancel_requested_at.is_(None),
+            running_live(alive_after),
+        )
+        .with_for_update()
+    ).all()
+    for other in others:
+        other.cancel_requested_at = now
+        record_audit(
+            session,
+            "overlap:replace",
+            "cancel",
+            f"run:{other.id}",
+            {"status": other.status, "cancel_requested_at": None},
+            {"status": other.status, "cancel_requested_at": now.isoformat()},
+            detail=f"{run.job_name}: replaced by run {run.id} (overlap policy: replace)",
+        )
+        logger.info(
+            "run %s of %s asked to cancel: run %s replaces it (overlap policy: replace)",
+            other.id,
+            run.job_name,
+            run.id,
+        )
+    session.flush()
 
 
 def _queue_from_run(

@@ -218,11 +218,12 @@ def _queue(
     # Overlap is judged when a slot is due: for a slot still to come (a sub-minute
     # schedule's later slots, sent as delayed messages), the worker judges it then.
     reason = None
+    waits = spec.overlap in ("buffer_one", "replace") and key in buffered
     if spec.overlap == "skip" and key in busy and slot <= now:
         reason = "previous run still queued or running (overlap policy: skip)"
-    elif spec.overlap == "buffer_one" and key in busy and slot <= now and key in buffered:
+    elif waits and key in busy and slot <= now:
         # One run already waits behind the running one: keep at most one (Temporal).
-        reason = "a run is already waiting behind the running one (overlap policy: buffer_one)"
+        reason = f"a run is already waiting behind the running one (overlap policy: {spec.overlap})"
     if reason is not None:
         if (
             insert_run(

@@ -61,7 +61,7 @@ def publish_run(
         return False  # sent by someone else, or no longer queued
     delay_ms = delay_ms_for(run, spec, now)
     options = {}
-    if spec.overlap in ("skip", "buffer_one") and run.trigger in SLOT_TRIGGERS:
+    if spec.overlap in ("skip", "buffer_one", "replace") and run.trigger in SLOT_TRIGGERS:
         options[OVERLAP_OPTION] = spec.overlap
     kwargs = {**(run.kwargs or {}), "run_id": run.id}  # the run's arguments (entry, run now)
     message = message_for(
