@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickwork.errors import ConfigError
 from tickwork.plain_words import in_plain_words
+from tickwork.scrub import scrub
 
 ENV_PREFIX = "TICKWORK_"
 EMBEDDED_BROKER_URL = "stub://"
@@ -495,7 +496,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         whole = info.annotation is int if info.annotation in (int, float) else None
         secret = "SecretStr" in str(info.annotation)
     message = in_plain_words(error, bounds=bounds or None, whole=whole, secret=secret)
-    return f"{_env_name(field)}: {message}"
+    # A URL list is echoed whole: every URL's password is hidden, not only the first's.
+    return scrub(f"{_env_name(field)}: {message}") or ""
 
 
 _env_twin_source: Callable[[], Iterable[str]] = tuple

@@ -77,3 +77,16 @@ def test_secret_values_are_not_echoed() -> None:
 def test_queue_prefix_applies_to_every_queue() -> None:
     settings = load_settings({"TICKWORK_QUEUE_PREFIX": "blue."})
     assert settings.queue("default") == "blue.default"
+
+
+def test_a_bad_url_list_hides_every_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a broker URL list whose second URL is wrong and holds a password,
+    monkeypatch.setenv(
+        "TICKWORK_BROKER_URL", "amqp://u:first-secret@a:5672/,foo://v:second-secret@b"
+    )
+    # when the settings load, then the error names the URL and shows neither password.
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "URL 2 of 2" in str(refused.value)
+    assert "first-secret" not in str(refused.value)
+    assert "second-secret" not in str(refused.value)
