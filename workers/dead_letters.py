@@ -281,18 +281,39 @@ def failure_reason(
         parts.append(f"last error: {scrub(last_error)}")
     elif isinstance(trace, str) and trace.strip():
         parts.append(f"last error: {scrub(trace.strip().splitlines()[-1])}")
-    run = None
-    kwargs = data.get("kwargs") if isinstance(data.get("kwargs"), dict) else {}
-    assert isinstance(kwargs, dict)
-    run_id = kwargs.get("run_id")
-    if isinstance(run_id, int) and not isinstance(run_id, bool):
-        run = session.get(JobRun, run_id)
-    elif isinstance(data.get("message_id"), str):
-        run = session.scalar(select(JobRun).where(JobRun.message_id == data["message_id"]))
+    run = run_of(session, data)
     if run is not None:
         error = (run.error or run.skip_reason or "").strip().splitlines()
         parts.append(f"run #{run.id} {run.status}" + (f": {error[-1]}" if error else ""))
     return _text("; ".join(parts), MAX_STORED_CHARS)
+
+
+def run_of(session: Any, data: dict[str, Any]) -> JobRun | None:
+    """The run record a dead-lettered message (as a dict) belongs to, if any."""
+    kwargs = data.get("kwargs") if isinstance(data.get("kwargs"), dict) else {}
+    assert isinstance(kwargs, dict)
+    run_id = kwargs.get("run_id")
+    if isinstance(run_id, int) and not isinstance(run_id, bool):
+        found: JobRun | None = session.get(JobRun, run_id)
+        return found
+    if isinstance(data.get("message_id"), str):
+        by_message: JobRun | None = session.scalar(
+            select(JobRun).where(JobRun.message_id == data["message_id"])
+        )
+        return by_message
+    return None
+
+
+def _fail_dead_lettered_run(session: Any, data: dict[str, Any], reason: str) -> None:
+    """RabbitMQ's delivery limit dead-lettered the message of a run whose workers kept
+    dying: its message will not come again, so the run ends now (failed, with the
+    reason) instead of staying ``running`` until the dispatcher reaps it."""
+    run = run_of(session, data)
+    if run is None or run.status not in ("queued", "running"):
+        return
+    run.status = "canceled" if run.cancel_requested_at else "failed"
+    run.finished_at = utcnow()
+    run.error = f"dead-lettered by RabbitMQ: {reason}"
 
 
 def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +385,8 @@ def _store_batch(db: Any, queue_name: str, items: list[Item]) -> int:
                     session, data if isinstance(data, dict) else {}, last_error, death
                 )
             )
+            if death is not None and death[0] == DELIVERY_LIMIT and isinstance(data, dict):
+                _fail_dead_lettered_run(session, data, reason)
             session.add(
                 DeadLetter(
                     queue_name=_text(queue_name, 200),

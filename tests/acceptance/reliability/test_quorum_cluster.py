@@ -313,6 +313,12 @@ def test_worker_killing_message_is_dead_lettered_by_the_delivery_limit(
     letters = [d for d in json.loads(listed.stdout) if d["message_id"] == message.message_id]
     assert len(letters) == 1, listed.stdout
     assert "delivery limit" in letters[0]["reason"], letters[0]["reason"]
+    # and its run is failed with that reason, not left running until it is reaped.
+    with producer.db.engine.connect() as connection:
+        (status, error), *_ = connection.exec_driver_sql(
+            "SELECT status, error FROM job_runs WHERE message_id = %s", (message.message_id,)
+        ).all()
+    assert status == "failed" and "delivery limit" in (error or ""), (status, error)
     record(
         Figures(
             f"quorum: SIGKILL poison, limit {DELIVERY_LIMIT} ({deliveries} deliveries)",
