@@ -20,6 +20,7 @@ from tests.support.throwaway_jobs import ThrowawayJobs
 from tests.support.waiting import wait_for
 from tickwork.errors import JobBusyError
 from tickwork.schedules import floor_minute
+from workers.context import JobResult, RunContext
 from workers.registry import job, unregister
 from workers.scheduler import control
 from workers.scheduler.dispatcher import dispatch
@@ -148,6 +149,38 @@ def test_run_now_is_not_delayed_by_the_jobs_jitter(jittery: object, system: Syst
     run_id = control.trigger(system.db, system.broker, "t_jittery")
     # then it has run within a few seconds (jitter spreads schedules, not manual runs).
     wait_for(lambda: run(system, run_id).status == "succeeded", 8, "the manual run finished")
+
+
+@pytest.fixture
+def unstorable_output() -> object:
+    """A job whose output and error hold what PostgreSQL cannot store in text."""
+
+    @job(description="test: prints a NUL and a lone surrogate", max_retries=0)
+    def t_unstorable(ctx: RunContext, fail: bool = False) -> JobResult:
+        ctx.log("before\x00after \ud800 end")
+        if fail:
+            raise RuntimeError("bad byte \x00 in \udfff the error")
+        return JobResult(output="result \x00")
+
+    yield t_unstorable
+    unregister("t_unstorable")
+
+
+def test_output_the_database_cannot_store_is_recorded_escaped(
+    unstorable_output: object, system: System
+) -> None:
+    # Given a job whose output (and, failing, its error) holds a NUL and a lone surrogate,
+    ok = control.trigger(system.db, system.broker, "t_unstorable")
+    bad = control.trigger(
+        system.db, system.broker, "t_unstorable", kwargs={"fail": True}, force=True
+    )
+    # when it runs, then both runs are recorded (not lost in a failed write), the
+    # characters escaped where they were.
+    wait_for(lambda: run(system, ok).status == "succeeded", 15, "the run recorded")
+    wait_for(lambda: run(system, bad).status == "failed", 15, "the failed run recorded")
+    assert "before\\x00after \\ud800 end" in run(system, ok).output
+    assert "result \\x00" in run(system, ok).output
+    assert "bad byte \\x00 in \\udfff the error" in (run(system, bad).error or "")
 
 
 def test_run_now_while_a_run_is_going_is_refused_unless_forced(

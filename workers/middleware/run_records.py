@@ -36,6 +36,7 @@ from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
 from schema.scheduling import FINISHED_STATUSES, JobRun
+from schema.storable import printable
 from tickwork.contracts import OVERLAP_OPTION
 from tickwork.errors import UnknownJobError
 from tickwork.scrub import scrub
@@ -365,9 +366,9 @@ class RunRecordMiddleware(Middleware):
             outcome = ctx.result or JobResult()
             values: dict[str, Any] = {
                 "status": "skipped" if outcome.skipped else "succeeded",
-                "skip_reason": outcome.skipped,
+                "skip_reason": _stored(outcome.skipped),
                 "records_processed": outcome.records_processed or ctx.records_processed,
-                "output": scrub("\n".join(p for p in (ctx.output, outcome.output) if p)) or "",
+                "output": _stored("\n".join(p for p in (ctx.output, outcome.output) if p)) or "",
                 "error": None,
                 "finished_at": finished,
             }
@@ -375,8 +376,8 @@ class RunRecordMiddleware(Middleware):
             values = {
                 "skip_reason": None,
                 "records_processed": ctx.records_processed,
-                "output": scrub(ctx.output) or "",
-                "error": scrub(_describe(exception)),
+                "output": _stored(ctx.output) or "",
+                "error": _stored(_describe(exception)),
                 # Failed for good, or re-enqueued by Retries with a backoff.
                 "status": "failed" if message.failed else "queued",
                 "finished_at": finished if message.failed else None,
@@ -457,7 +458,7 @@ class RunRecordMiddleware(Middleware):
         else:
             why = f"dropped unprocessed: {cause}"
         try:
-            run = fail_unstarted(self._runtime().db, run_id, scrub(why) or why)
+            run = fail_unstarted(self._runtime().db, run_id, _stored(why) or why)
         except Exception:  # the dispatcher's expiry fails it later (past the age limit)
             logger.exception("could not record run %s as failed (%s)", run_id, why)
             return
@@ -576,6 +577,13 @@ def _chained(job_name: str) -> tuple[str, ...]:
         return get_job(job_name).then
     except UnknownJobError:
         return ()
+
+
+def _stored(text: str | None) -> str | None:
+    """Job output or an error as the run record keeps it: credentials masked, and a NUL
+    or an unpaired surrogate (which PostgreSQL, or the UTF-8 encoder, refuses) escaped,
+    so a job printing one is recorded instead of failing the write."""
+    return None if text is None else printable(scrub(text) or "")
 
 
 def _sent_at(message: MessageProxy) -> dt.datetime | None:
