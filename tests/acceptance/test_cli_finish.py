@@ -135,6 +135,7 @@ def test_shell_completion_completes_job_names(tmp_path: Path) -> None:
 
 
 def test_option_twins_are_accepted_and_honoured(tmp_path: Path) -> None:
+    import admin.cli.main  # noqa: F401  (sets the CLI up: its twins are read from it)
     from admin.cli.common import option_twins
 
     twins = {t.variable: t for t in option_twins()}
