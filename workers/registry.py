@@ -128,6 +128,14 @@ def job(
             except ScheduleError as exc:
                 raise ScheduleError(f"job {job_name!r}: {exc}") from None
         _check_entries(job_name, fn, more, timezone)
+        if schedule is not None:  # its scheduled runs are called with no arguments
+            try:
+                check_arguments(job_name, fn, {})
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"job {job_name!r} has a schedule but needs arguments ({exc}): give "
+                    "them defaults, or schedule it through entries=[Entry(..., kwargs)]"
+                ) from None
         if interval_from not in ("epoch", "last_start"):
             raise ValueError(
                 f"interval_from must be 'epoch' or 'last_start', not {interval_from!r}"

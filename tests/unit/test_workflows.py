@@ -415,6 +415,16 @@ def test_replace_cancels_the_running_run_and_starts_the_new_one_once_it_stopped(
     assert old.finished_at <= new.started_at
 
 
+def test_a_scheduled_job_that_needs_arguments_is_refused_at_declaration() -> None:
+    # Given a job whose function needs an argument, when it is declared with a plain
+    # schedule (whose runs get no arguments), then it is refused, naming the way out.
+    def needs(ctx: RunContext, source: str) -> None: ...
+
+    with pytest.raises(ValidationError, match=r"has a schedule but needs arguments.*entries"):
+        job(name="w_needs", description="test", schedule="10 minutes")(needs)
+    assert "w_needs" not in all_jobs()
+
+
 def test_cancel_other_is_temporals_name_for_replace() -> None:
     @job(name="w_cancel_other", description="test", schedule="10 minutes", overlap="cancel_other")
     def w_cancel_other() -> None: ...
