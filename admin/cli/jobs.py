@@ -30,6 +30,11 @@ app = typer.Typer(help="List, inspect and control scheduled jobs.", invoke_witho
 
 #: Where ``tickwork jobs --format X <sub-command>`` leaves X for the sub-command.
 _FORMAT_KEY = "tickwork.jobs.format"
+# A sub-command's --format: when not given, that of `tickwork jobs` (the group's).
+InheritedFormat = Annotated[
+    Format | None,
+    typer.Option("--format", "-f", help=output.FORMAT_HELP + " Default: that of `tickwork jobs`."),
+]
 #: The sub-commands that list (and so take the group's --format).
 _LISTINGS = ("history", "run")
 
@@ -271,12 +276,7 @@ def history(
         typer.Option(min=1, max=1000, envvar="TICKWORK_HISTORY_LIMIT", help="Newest runs shown."),
     ] = 20,
     failures: Annotated[bool, typer.Option("--failures", help="Only failed runs.")] = False,
-    format: Annotated[
-        Format | None,
-        typer.Option(
-            "--format", "-f", help=output.FORMAT_HELP + " Default: that of `tickwork jobs`."
-        ),
-    ] = None,
+    format: InheritedFormat = None,
 ) -> None:
     """Show a job's recent runs, newest first."""
     from admin.job_status import run_history
@@ -545,12 +545,7 @@ def backfill(
 def show_run(
     ctx: typer.Context,
     run_id: Annotated[int, typer.Argument(min=1, help="A run id (see `jobs history`).")],
-    format: Annotated[
-        Format | None,
-        typer.Option(
-            "--format", "-f", help=output.FORMAT_HELP + " Default: that of `tickwork jobs`."
-        ),
-    ] = None,
+    format: InheritedFormat = None,
 ) -> None:
     """Show a run with its chain: the run that queued it and the runs it queued."""
     from tickwork.errors import TickworkError
