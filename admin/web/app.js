@@ -72,10 +72,13 @@ function logout(message) {
 function button(parent, label, key, action) {
   const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.dataset.key = key;
   b.addEventListener("click", async () => {
-    if (b.disabled) return;
-    b.disabled = true;  // a double click sends one request
+    // A double click sends one request. Marked busy rather than disabled: a disabled
+    // button drops the keyboard focus, which the live refresh must give back.
+    if (b.getAttribute("aria-busy") === "true") return;
+    b.setAttribute("aria-busy", "true");
+    $("#error").textContent = ""; delete $("#error").dataset.from;
     try { await action(); } catch (e) { if (e.message !== "401") $("#error").textContent = e.message; }
-    finally { b.disabled = false; }
+    finally { b.removeAttribute("aria-busy"); }
   });
   parent.appendChild(b);
   return b;
@@ -110,8 +113,12 @@ async function refresh() {
       renderAudit(audit);
     });
     if (shownJob) await showHistory(shownJob);
-    $("#error").textContent = "";
-  } catch (error) { if (error.message !== "401") $("#error").textContent = error.message; }
+    // A refresh clears only its own error (the API came back); an operator's failed
+    // action stays shown until their next action.
+    if ($("#error").dataset.from === "refresh") { $("#error").textContent = ""; delete $("#error").dataset.from; }
+  } catch (error) {
+    if (error.message !== "401") { $("#error").textContent = error.message; $("#error").dataset.from = "refresh"; }
+  }
 }
 
 function renderHold(health) {

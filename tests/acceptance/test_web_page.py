@@ -53,10 +53,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def running_test_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The same, with the throw-away test jobs (``t_fail``, ``t_steps``) and fast retries."""
+    """The same, with the throw-away test jobs (``t_fail``, ``t_steps``), the workflow
+    jobs (a chain, a job of several entries) and fast retries."""
     yield from _serve(
         tmp_path_factory.mktemp("web-test-jobs"),
-        TICKWORK_JOB_MODULES="tests.support.throwaway_jobs_module",
+        TICKWORK_JOB_MODULES="tests.support.throwaway_jobs_module,tests.support.workflow_jobs_module",
         **FAST_RETRIES,
     )
 
@@ -307,21 +308,12 @@ def test_a_viewer_at_phone_width_in_another_zone_by_keyboard(
         assert shot.stat().st_size > 10_000
 
 
-@pytest.fixture(scope="module")
-def running_workflow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A real `tickwork run` with a chained job and a job of several entries."""
-    yield from _serve(
-        tmp_path_factory.mktemp("web-workflows"),
-        TICKWORK_JOB_MODULES="tests.support.workflow_jobs_module",
-    )
-
-
-def test_chains_entries_and_run_with_arguments(running_workflow_jobs: Served) -> None:
+def test_chains_entries_and_run_with_arguments(running_test_jobs: Served) -> None:
     """Issue 19: the page shows chains, entries and policies; runs a job with arguments;
     a run's chain is shown from its history."""
     from playwright.sync_api import expect, sync_playwright
 
-    base, token, _viewer = running_workflow_jobs
+    base, token, _viewer = running_test_jobs
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})

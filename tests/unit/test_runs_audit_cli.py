@@ -41,7 +41,7 @@ def test_failures_retry_and_cancel_from_the_cli(runner: CliRunner, embedded: Emb
     # then `runs failures` lists it, as JSON too, and filters by job and time;
     table = runner.invoke(app, ["runs", "failures"])
     assert table.exit_code == 0 and "t_fail" in table.output
-    listed = json.loads(runner.invoke(app, ["runs", "failures", "-f", "json"]).output)
+    listed = json.loads(runner.invoke(app, ["runs", "failures", "-f", "json"]).stdout)
     assert [r["id"] for r in listed] == [failed]
     none = runner.invoke(app, ["runs", "failures", "--job", "t_count"])
     assert none.exit_code == 0 and "no failures of t_count" in none.output
@@ -83,7 +83,7 @@ def test_audit_shows_who_did_what(runner: CliRunner, embedded: Embedded) -> None
     # when the audit log is listed, then it says who, what, and before → after;
     shown = runner.invoke(app, ["audit", "--action", "disable", "-f", "json"])
     assert shown.exit_code == 0, shown.output
-    (row,) = json.loads(shown.output)
+    (row,) = json.loads(shown.stdout)
     assert row["actor"] == cli_actor().name and row["target"] == "job:t_count"
     assert row["before"] == {"enabled": True} and row["after"] == {"enabled": False}
     assert "→" in runner.invoke(app, ["audit"]).output

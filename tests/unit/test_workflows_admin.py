@@ -187,7 +187,7 @@ def test_cli_backfill_and_run_chain(terminal: tuple[CliRunner, dict[str, str], D
         s.add(JobRun(job_name="w_second", trigger="chain", status="queued", triggered_by=parent))
     shown = runner.invoke(cli, ["jobs", "run", str(parent), "--format", "json"], env=env)
     assert shown.exit_code == 0, shown.output
-    roles = {(r["job_name"], r["role"]) for r in json.loads(shown.output)}
+    roles = {(r["job_name"], r["role"]) for r in json.loads(shown.stdout)}
     assert roles == {("w_sync", "this run"), ("w_second", "queued by it")}
     listing = runner.invoke(cli, ["jobs"], env=env).output
     assert "then → w_second, w_third" in listing and "entry b:" in listing
