@@ -32,4 +32,7 @@ bash scripts/install.sh test
 # exactly as requirements/cumulusci.txt; skipped when it already matches the lock.
 bash scripts/install_cumulusci.sh
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest "$@"
+# Test files are spread over processes (pytest-xdist, one file per process at a time, so a
+# file's shared servers start once): most tests wait on real processes and services, not
+# on the CPU. TEST_PROCESSES=0 (or a later `-n 0`) runs them in this process (pdb, -s).
+exec .venv/bin/python -m pytest -n "${TEST_PROCESSES:-4}" --dist loadfile "$@"

@@ -22,7 +22,11 @@ def test_an_override_for_an_unknown_job_stops_start_up(
         session.add(ScheduledJobConfig(job_name="ghost_job", enabled=False))
     env = services_env(pg_db, amqp_url, queue_prefix, TICKWORK_METRICS_PORT="0")
     # when the process starts,
-    started = run_tickwork(command, cwd=tmp_path, timeout=120, **env)
+    try:
+        started = run_tickwork(command, cwd=tmp_path, timeout=120, **env)
+    finally:  # the session's database is shared: tests that start processes on it
+        with pg_db.session() as session:  # without emptying it must not meet the ghost
+            session.query(ScheduledJobConfig).filter_by(job_name="ghost_job").delete()
     # then it stops at once with one line naming the job and exit 1 (an operation failed),
     assert started.returncode == 1, started.stdout + started.stderr
     assert "'ghost_job', which is not a registered job" in started.stderr

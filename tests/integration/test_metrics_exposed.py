@@ -144,14 +144,14 @@ def query_with_prometheus(tmp_path: Path, ports: list[int]) -> tuple[dict[str, s
 
 def test_worker_and_scheduler_expose_every_metric_used(
     tmp_path: Path,
-    pg_url: str,
+    pg_db: Any,
     amqp_url: str,
     queue_prefix: str,
     tj: ThrowawayJobs,
     start_process: ProcessStarter,
 ) -> None:
     env = services_env(
-        pg_url,
+        pg_db,  # emptied: what earlier tests left in the session's database is gone
         amqp_url,
         queue_prefix,
         **FAST_RETRIES,
