@@ -397,14 +397,16 @@ def _check(runtime: Runtime, bodies: Counter[int], examples: int) -> None:
         harness.network.close()
 
 
-def test_lifecycle_on_sqlite(tmp_path: Any, life_job: Callable[[], Counter[int]]) -> None:
+def test_lifecycle_on_sqlite(
+    tmp_path: Any, life_job: Callable[[], Counter[int]], request: pytest.FixtureRequest
+) -> None:
     from schema import migrate
 
     db = Database(make_settings(tmp_path, **LIFECYCLE_SETTINGS))
     migrate.upgrade(db.engine)
     runtime = build_runtime(db.settings, db)
     try:
-        _check(runtime, life_job(), examples=150)
+        _check(runtime, life_job(), examples=500 if request.config.getoption("--soak") else 100)
     finally:
         runtime.broker.close()
         db.dispose()
@@ -412,11 +414,15 @@ def test_lifecycle_on_sqlite(tmp_path: Any, life_job: Callable[[], Counter[int]]
 
 @pytest.mark.integration
 def test_lifecycle_on_postgresql_and_rabbitmq(
-    pg_db: Any, amqp_url: str, queue_prefix: str, life_job: Callable[[], Counter[int]]
+    pg_db: Any,
+    amqp_url: str,
+    queue_prefix: str,
+    life_job: Callable[[], Counter[int]],
+    request: pytest.FixtureRequest,
 ) -> None:
     pg_db.settings = service_settings(pg_db, amqp_url, queue_prefix, **LIFECYCLE_SETTINGS)
     runtime = build_runtime(pg_db.settings, pg_db)
     try:
-        _check(runtime, life_job(), examples=60)
+        _check(runtime, life_job(), examples=200 if request.config.getoption("--soak") else 40)
     finally:
         runtime.broker.close()
