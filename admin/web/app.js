@@ -77,11 +77,17 @@ function button(parent, label, key, action) {
     if (b.getAttribute("aria-busy") === "true") return;
     b.setAttribute("aria-busy", "true");
     $("#error").textContent = ""; delete $("#error").dataset.from;
-    try { await action(); } catch (e) { if (e.message !== "401") $("#error").textContent = e.message; }
+    try { await action(); } catch (e) { if (e.message !== "401") showActionError(e.message); }
     finally { b.removeAttribute("aria-busy"); }
   });
   parent.appendChild(b);
   return b;
+}
+
+// An action's error stays until the operator's next action: marked so that a refresh
+// (which clears only the errors it set itself) leaves it, even one that failed meanwhile.
+function showActionError(message) {
+  $("#error").textContent = message; $("#error").dataset.from = "action";
 }
 
 function keepingFocus(render) {

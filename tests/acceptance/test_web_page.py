@@ -336,7 +336,7 @@ def test_chains_entries_and_run_with_arguments(running_test_jobs: Served) -> Non
         # and bad arguments are refused, naming the field.
         page.once("dialog", lambda dialog: dialog.accept('{"source": 5}'))
         sync.get_by_role("button", name="Run with…").click()
-        expect(page.locator("#error")).to_contain_text("'source'")
+        expect(page.locator("#error")).to_contain_text("'source'", timeout=15_000)
         # When w_sync is backfilled over the last three hours (two prompts: from, to),
         # then one run per hourly and daily slot in it is queued, and said so.
         # (ending before `tickwork run` started, so none of its slots ran already)
