@@ -31,7 +31,6 @@ from dramatiq.middleware import Middleware, Shutdown, SkipMessage, TimeLimitExce
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from schema.audit import record_audit
 from schema.base import utcnow
 from schema.engine import Database
 from schema.run_lifecycle import OVERLAP_REASON, STALE_HEARTBEATS, live_after, running_live
@@ -53,6 +52,7 @@ from workers.middleware.run_record_writer import (
 )
 from workers.registry import get_job
 from workers.runtime import Runtime
+from workers.scheduler.control import request_cancel
 from workers.scheduler.workflows import queue_from_run
 
 logger = logging.getLogger(__name__)
@@ -508,6 +508,17 @@ class _HookFeed:
                 self._changed.notify_all()
 
 
+def _live_others(run: JobRun, alive_after: dt.datetime) -> Any:
+    """The other runs of ``run``'s job and schedule entry executing on a live worker (the
+    runs overlap is judged against)."""
+    return select(JobRun).where(
+        JobRun.job_name == run.job_name,
+        JobRun.entry == run.entry,  # overlap is judged per schedule entry
+        JobRun.id != run.id,
+        running_live(alive_after),
+    )
+
+
 def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
     """Another run of ``run``'s job executes on a live worker right now."""
     if session.get_bind().dialect.name == "postgresql":
@@ -517,43 +528,23 @@ def _job_busy(session: Session, run: JobRun, alive_after: dt.datetime) -> bool:
             {"key": f"tickwork-overlap:{run.job_name}"},
         )
     other = session.scalars(
-        select(JobRun.id)
-        .where(
-            JobRun.job_name == run.job_name,
-            JobRun.entry == run.entry,  # overlap is judged per schedule entry
-            JobRun.id != run.id,
-            running_live(alive_after),
-        )
-        .limit(1)
+        _live_others(run, alive_after).with_only_columns(JobRun.id).limit(1)
     ).first()
     return other is not None
 
 
 def _cancel_the_running(session: Session, run: JobRun, alive_after: dt.datetime) -> None:
-    """Overlap ``replace``: ask the live runs of ``run``'s job (and entry) to cancel, as
-    an operator's cancel does (the job sees ``ctx.cancelled``); each asked once, with an
-    audit row naming the run that replaces it."""
-    now = utcnow()
+    """Overlap ``replace``: ask the live runs of ``run``'s job (and entry) to cancel with
+    an operator's cancel (the job sees ``ctx.cancelled``); each asked once, its audit row
+    naming the run that replaces it."""
     others = session.scalars(
-        select(JobRun)
-        .where(
-            JobRun.job_name == run.job_name,
-            JobRun.entry == run.entry,
-            JobRun.id != run.id,
-            JobRun.cancel_requested_at.is_(None),
-            running_live(alive_after),
-        )
-        .with_for_update()
+        _live_others(run, alive_after).where(JobRun.cancel_requested_at.is_(None)).with_for_update()
     ).all()
     for other in others:
-        other.cancel_requested_at = now
-        record_audit(
+        request_cancel(
             session,
-            "overlap:replace",
-            "cancel",
-            f"run:{other.id}",
-            {"status": other.status, "cancel_requested_at": None},
-            {"status": other.status, "cancel_requested_at": now.isoformat()},
+            other,
+            actor="overlap:replace",
             detail=f"{run.job_name}: replaced by run {run.id} (overlap policy: replace)",
         )
         logger.info(

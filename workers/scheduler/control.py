@@ -292,7 +292,6 @@ def cancel_run(db: Database, run_id: int, *, actor: Actor | str = SYSTEM_ACTOR) 
     ``ctx.check_cancelled()`` raises) and stops, and however the run then ends it is
     recorded ``canceled``. Returns the run's status after the request: ``canceled`` or
     ``running``. A finished run cannot be canceled (:class:`RunStateError`)."""
-    now = utcnow()
     with db.session() as session:
         run = session.get(JobRun, run_id, with_for_update=True)
         if run is None:
@@ -302,25 +301,36 @@ def cancel_run(db: Database, run_id: int, *, actor: Actor | str = SYSTEM_ACTOR) 
                 f"run {run_id} of {run.job_name} is {run.status}: only a queued or running "
                 "run can be canceled"
             )
-        before = {"status": run.status, "cancel_requested_at": None}
-        if run.cancel_requested_at is not None:
-            before["cancel_requested_at"] = run.cancel_requested_at.isoformat()
-        run.cancel_requested_at = run.cancel_requested_at or now
-        if run.status == "queued":
-            assert may_move("queued", "canceled")
-            run.status = "canceled"
-            run.finished_at = now
-            run.error = f"canceled before it started (by {_name(actor)})"
-        record_audit(
-            session,
-            actor,
-            "cancel",
-            f"run:{run_id}",
-            before,
-            {"status": run.status, "cancel_requested_at": run.cancel_requested_at.isoformat()},
-            detail=run.job_name,
-        )
-        return run.status
+        return request_cancel(session, run, actor=actor)
+
+
+def request_cancel(
+    session: Any, run: JobRun, *, actor: Actor | str, detail: str | None = None
+) -> str:
+    """The cancel itself, in the caller's transaction, on a queued or running ``run`` it
+    holds locked: an operator's cancel and the overlap policy ``replace`` both ask this
+    way. Records the request, cancels a queued run at once, and writes the audit row;
+    returns the run's status after it."""
+    now = utcnow()
+    before = {"status": run.status, "cancel_requested_at": None}
+    if run.cancel_requested_at is not None:
+        before["cancel_requested_at"] = run.cancel_requested_at.isoformat()
+    run.cancel_requested_at = run.cancel_requested_at or now
+    if run.status == "queued":
+        assert may_move("queued", "canceled")
+        run.status = "canceled"
+        run.finished_at = now
+        run.error = f"canceled before it started (by {_name(actor)})"
+    record_audit(
+        session,
+        actor,
+        "cancel",
+        f"run:{run.id}",
+        before,
+        {"status": run.status, "cancel_requested_at": run.cancel_requested_at.isoformat()},
+        detail=detail or run.job_name,
+    )
+    return run.status
 
 
 def retry_run(
