@@ -10,7 +10,10 @@ from urllib.parse import urlsplit
 
 
 def hide_password(value: str) -> str:
-    """A URL with its password replaced by ``***`` (other text unchanged)."""
+    """A URL with its password replaced by ``***`` (other text unchanged); in a
+    comma-separated list of URLs (a cluster's nodes), every URL's."""
+    if "," in value:
+        return ",".join(hide_password(part) for part in value.split(","))
     try:
         parts = urlsplit(value)
     except ValueError:

@@ -22,7 +22,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickwork.errors import ConfigError
 from tickwork.plain_words import in_plain_words
-from tickwork.scrub import scrub
 
 ENV_PREFIX = "TICKWORK_"
 EMBEDDED_BROKER_URL = "stub://"
@@ -496,8 +495,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         whole = info.annotation is int if info.annotation in (int, float) else None
         secret = "SecretStr" in str(info.annotation)
     message = in_plain_words(error, bounds=bounds or None, whole=whole, secret=secret)
-    # A URL list is echoed whole: every URL's password is hidden, not only the first's.
-    return scrub(f"{_env_name(field)}: {message}") or ""
+    return f"{_env_name(field)}: {message}"
 
 
 _env_twin_source: Callable[[], Iterable[str]] = tuple
